@@ -1,0 +1,38 @@
+"""How a split is cut into fixed-size shards, and the seeds of synthetic samples.
+
+Every sharded stage (captioning, embedding, synthesis) uses the same cut: shard ``s`` of a
+split holds its rows ``[s * shard_size, (s + 1) * shard_size)`` in index order, so shard files
+line up across stages and the shard count is known from declared dataset sizes alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import pandas as pd
+
+
+def num_shards(num_items: int, shard_size: int) -> int:
+    """Number of shards needed to hold ``num_items`` rows (the last shard may be short)."""
+    if shard_size <= 0:
+        raise ValueError(f"shard_size must be positive, got {shard_size}")
+    return max(1, math.ceil(num_items / shard_size))
+
+
+def shard_rows(index: pd.DataFrame, split: str, shard: int, shard_size: int) -> pd.DataFrame:
+    """Rows of ``split`` belonging to ``shard`` (index order preserved)."""
+    rows = index[index["split"] == split]
+    total = num_shards(len(rows), shard_size)
+    if not 0 <= shard < total:
+        raise ValueError(f"shard {shard} out of range: split {split!r} has {total} shards of {shard_size}")
+    return rows.iloc[shard * shard_size : (shard + 1) * shard_size]
+
+
+def sample_seed(image_id: str, synth_pass: int, base_seed: int = 0) -> int:
+    """Deterministic 63-bit seed of one synthetic sample from (image_id, pass, base seed).
+
+    Independent of shard size, batch size and worker: the same config gives the same images.
+    """
+    key = f"{base_seed}:{synth_pass}:{image_id}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> 1

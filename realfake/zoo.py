@@ -1,0 +1,271 @@
+"""Build the embedded tiny model zoo offline: random weights, real architectures, real formats.
+
+Every model is saved with its library's own ``save_pretrained`` (or timm's checkpoint format), so
+the loaders in :mod:`realfake.models` serve the tiny zoo and the real hub models (SD-1.5, BLIP-2,
+CLIP ViT-L/14, ResNet-50) through exactly the same code. Seeds are fixed: the zoo is reproducible.
+
+Layout of ``--out``::
+
+    sd/          diffusers Stable Diffusion folder (UNet, VAE, CLIP text encoder, tokenizer, scheduler)
+    clip/        transformers CLIPVisionModelWithProjection + CLIPImageProcessor
+    blip2/       transformers Blip2ForConditionalGeneration + Blip2Processor
+    classifier/  timm checkpoint: config.json (architecture, model_args) + model.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from realfake.io import atomic_path, set_offline
+
+#: Words the tiny BLIP-2 tokenizer knows: enough for caption-like word sequences.
+CAPTION_WORDS = (
+    "a an the of with on in and photo picture image small large big bright dark red green blue "
+    "yellow purple orange white black gray striped dotted plain checkered circle square triangle "
+    "cross ring star shape object background center left right top bottom pattern texture"
+).split()
+
+
+@dataclass
+class TinySizes:
+    """Widths of the tiny zoo. ``hidden`` is shared by the SD text encoder, the UNet's
+    cross-attention and the CLIP image projection, as 768 is in the real stack."""
+
+    hidden: int = 32
+    unet_channels: tuple[int, int] = (32, 64)
+    vae_channels: tuple[int, int] = (32, 64)
+    image_size: int = 64
+    clip_image_size: int = 32
+    layers: int = 2
+    heads: int = 4
+
+
+def clip_bpe_tokenizer():
+    """The real Stable Diffusion CLIP BPE tokenizer, built from the vocabulary open_clip ships.
+
+    49408 tokens: 256 byte symbols, their ``</w>`` forms, 48894 merges, start/end of text.
+    """
+    import gzip
+
+    import open_clip.tokenizer as oct
+    from transformers import CLIPTokenizer
+
+    with gzip.open(oct.default_bpe(), "rt", encoding="utf-8") as fh:
+        merges = fh.read().split("\n")[1 : 49152 - 256 - 2 + 1]
+    merges = [tuple(m.split()) for m in merges]
+    vocab = list(oct.bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(
+        vocab={tok: i for i, tok in enumerate(vocab)},
+        merges=merges,
+        model_max_length=77,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+
+
+def build_sd(out: Path, sizes: TinySizes) -> None:
+    """A tiny Stable Diffusion 1.5-shaped pipeline folder (PNDM scheduler config as in SD-1.5)."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=sizes.image_size // 2,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=sizes.unet_channels,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=sizes.hidden,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(sizes.vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(sizes.vae_channels),
+        block_out_channels=sizes.vae_channels,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=sizes.image_size,
+    )
+    tokenizer = clip_bpe_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=sizes.hidden,
+            intermediate_size=2 * sizes.hidden,
+            num_hidden_layers=sizes.layers,
+            num_attention_heads=sizes.heads,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        set_alpha_to_one=False,
+        skip_prk_steps=True,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def build_clip_vision(out: Path, sizes: TinySizes) -> None:
+    """A tiny CLIP image tower with projection (``image_embeds`` of width ``sizes.hidden``)."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(1)
+    model = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=sizes.hidden,
+            intermediate_size=2 * sizes.hidden,
+            num_hidden_layers=sizes.layers,
+            num_attention_heads=sizes.heads,
+            image_size=sizes.clip_image_size,
+            patch_size=8,
+            projection_dim=sizes.hidden,
+        )
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    size = sizes.clip_image_size
+    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(out)
+
+
+def caption_tokenizer():
+    """A word-level fast tokenizer over :data:`CAPTION_WORDS` (OPT-style special tokens)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>", "<image>"]
+    vocab = {tok: i for i, tok in enumerate(specials + list(CAPTION_WORDS))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="</s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+
+
+def build_blip2(out: Path, sizes: TinySizes) -> None:
+    """A tiny BLIP-2 (ViT + Q-Former + OPT) with its processor."""
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        BlipImageProcessor,
+        OPTConfig,
+    )
+
+    tokenizer = caption_tokenizer()
+    num_query_tokens = 4
+    torch.manual_seed(2)
+    config = Blip2Config(
+        vision_config=dict(
+            hidden_size=sizes.hidden,
+            intermediate_size=2 * sizes.hidden,
+            num_hidden_layers=sizes.layers,
+            num_attention_heads=sizes.heads,
+            image_size=sizes.clip_image_size,
+            patch_size=8,
+        ),
+        qformer_config=dict(
+            hidden_size=sizes.hidden,
+            num_hidden_layers=sizes.layers,
+            num_attention_heads=sizes.heads,
+            intermediate_size=2 * sizes.hidden,
+            encoder_hidden_size=sizes.hidden,
+        ),
+        text_config=OPTConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=sizes.hidden,
+            ffn_dim=2 * sizes.hidden,
+            num_hidden_layers=sizes.layers,
+            num_attention_heads=sizes.heads,
+            word_embed_proj_dim=sizes.hidden,
+            max_position_embeddings=64,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        ).to_dict(),
+        num_query_tokens=num_query_tokens,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    model = Blip2ForConditionalGeneration(config)
+    model.save_pretrained(out, safe_serialization=True)
+    size = sizes.clip_image_size
+    processor = Blip2Processor(
+        image_processor=BlipImageProcessor(size={"height": size, "width": size}),
+        tokenizer=tokenizer,
+        num_query_tokens=num_query_tokens,
+    )
+    processor.save_pretrained(out)
+
+
+def build_classifier(out: Path, num_classes: int) -> None:
+    """A tiny timm ResNet (BasicBlock, one block per stage) saved as timm config + safetensors."""
+    import timm
+    from safetensors.torch import save_file
+
+    model_args = {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16}
+    torch.manual_seed(3)
+    model = timm.create_model("resnet18", num_classes=num_classes, **model_args)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"architecture": "resnet18", "num_classes": num_classes, "model_args": model_args}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
+
+
+def build_zoo(out: Path, sizes: TinySizes, num_classes: int) -> None:
+    """Write the whole tiny zoo under ``out`` (one atomic directory rename at the end)."""
+    with atomic_path(out, is_dir=True) as tmp:
+        build_sd(tmp / "sd", sizes)
+        build_clip_vision(tmp / "clip", sizes)
+        build_blip2(tmp / "blip2", sizes)
+        build_classifier(tmp / "classifier", num_classes)
+        (tmp / "sizes.json").write_text(json.dumps(asdict(sizes), indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="zoo directory to create")
+    parser.add_argument("--num-classes", type=int, default=10, help="classifier head size")
+    parser.add_argument("--hidden", type=int, default=TinySizes.hidden, help="text/CLIP width")
+    parser.add_argument("--image-size", type=int, default=TinySizes.image_size, help="SD pixel size")
+    args = parser.parse_args(argv)
+    set_offline()
+    build_zoo(args.out, TinySizes(hidden=args.hidden, image_size=args.image_size), args.num_classes)
+
+
+if __name__ == "__main__":
+    main()
