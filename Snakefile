@@ -1,0 +1,30 @@
+# realfake: the Real-Fake training-data synthesis pipeline (ICLR 2024) as file targets.
+#
+#   real images -> index -> BLIP-2 captions -> CLIP embeddings -> class means (visual guidance)
+#   -> LoRA (min-SNR eps-loss + MMD) -> img2img synthetic shards -> timm classifier -> metrics
+#
+# Targets: results/<dataset>_x<scale>/metrics.json (README "Targets"). `snakemake --cores 2`
+# builds the embedded tiny default, offline on CPU.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/zoo.smk"
+include: "rules/tinydata.smk"
+include: "rules/index.smk"
+include: "rules/caption.smk"
+include: "rules/embed.smk"
+include: "rules/finetune.smk"
+include: "rules/synthesize.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    input:
+        "results/tiny_x1/metrics.json",

@@ -1,0 +1,83 @@
+"""Config validation at DAG start: JSON schema plus cross-references, errors naming key and line.
+
+Used by ``rules/common.smk`` before any rule runs, so a typo costs seconds, not GPU hours.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+#: (dataset key, section it names) pairs that must resolve.
+DATASET_REFS = {"models": "models", "finetune": "finetune", "synthesis": "synthesis", "recipe": "recipes"}
+
+
+class ConfigError(ValueError):
+    """One or more problems in the configuration, each naming its key (and line when known)."""
+
+
+def load_schema() -> dict:
+    """The packaged JSON schema (``realfake/config.schema.yaml``)."""
+    return yaml.safe_load(resources.files("realfake").joinpath("config.schema.yaml").read_text())
+
+
+def key_lines(text: str) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line number."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node, path):
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, key.value)
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, value in enumerate(node.value):
+                lines[(*path, i)] = value.start_mark.line + 1
+                walk(value, (*path, i))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _where(path: tuple, lines: dict[tuple, int], source: str) -> str:
+    dotted = ".".join(str(p) for p in path) or "<top level>"
+    for cut in range(len(path), -1, -1):
+        if path[:cut] in lines:
+            return f"{source}:{lines[path[:cut]]}: {dotted}"
+    return f"{source}: {dotted}"
+
+
+def find_errors(config: dict[str, Any], schema: dict) -> list[tuple[tuple, str]]:
+    """(key path, message) for every schema violation and dangling cross-reference."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = [(tuple(e.absolute_path), e.message) for e in validator.iter_errors(config)]
+    if errors:
+        return sorted(errors, key=lambda e: [str(p) for p in e[0]])
+    for name, dataset in config["datasets"].items():
+        for key, section in DATASET_REFS.items():
+            if dataset[key] not in config[section]:
+                known = ", ".join(sorted(config[section]))
+                errors.append(
+                    ((("datasets", name, key)), f"{dataset[key]!r} is not defined under {section}: (known: {known})")
+                )
+        if dataset["models"] not in config["inference"]:
+            errors.append(((("datasets", name, "models")), f"no inference: settings named {dataset['models']!r}"))
+    return errors
+
+
+def validate(config: dict[str, Any], source: str | Path | None = None) -> None:
+    """Raise :class:`ConfigError` listing every problem as ``file:line: key.path: message``."""
+    text = Path(source).read_text() if source and Path(source).is_file() else ""
+    lines = key_lines(text) if text else {}
+    errors = find_errors(config, load_schema())
+    if errors:
+        where = str(source or "config")
+        msg = "\n".join(f"  {_where(path, lines, where)}: {message}" for path, message in errors)
+        raise ConfigError(f"invalid configuration ({len(errors)} problem(s)):\n{msg}")

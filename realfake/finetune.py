@@ -1,0 +1,428 @@
+"""LoRA fine-tuning of the Stable Diffusion UNet with the Real-Fake objective (paper Sec. 3.1-3.2, App. E).
+
+Each step encodes real train images with the frozen VAE, noises them (DDPM, uniform timesteps)
+and trains LoRA adapters on the UNet's attention projections to predict the noise under the
+condition "photo of [class], [caption], [class-mean CLIP image embedding]" (see
+:mod:`realfake.conditioning`), with the min-SNR-weighted epsilon loss plus the MMD batch-mean
+term of :mod:`realfake.losses`.
+
+The run is resumable: every ``--checkpoint-every`` steps, and on SIGTERM/SIGUSR1 (then exiting
+with code 75, EX_TEMPFAIL, so a SLURM/snakemake retry resumes), the LoRA weights, AdamW state, step
+and every random-number state are written to ``--state-dir/state.pt``. All randomness of a step
+comes from two seeded ``torch.Generator``s (data order; flips/latents/noise/timesteps), so a resumed
+run ends with the same weights as an uninterrupted one.
+
+The output is a diffusers LoRA file, loaded for sampling with ``pipe.load_lora_weights(out)`` (the
+file path itself) or, equivalently, ``pipe.load_lora_weights(out.parent, weight_name=out.name)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import random
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from realfake.conditioning import encode_condition, format_prompt
+from realfake.io import atomic_path, set_offline
+from realfake.losses import min_snr_weights, realfake_loss, snr
+from realfake.models import load_sd_components
+
+log = logging.getLogger("realfake.finetune")
+
+LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+EXIT_RESUME = 75  # EX_TEMPFAIL: interrupted after a checkpoint; run again to resume
+LOG_EVERY = 10
+STATE_FILE = "state.pt"
+LOG_FILE = "train_log.jsonl"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Hyper-parameters that define the result; a resumed state must have been made with the same."""
+
+    rank: int = 4
+    lr: float = 1e-4
+    batch_size: int = 8
+    resolution: int = 512
+    snr_gamma: float = 5.0
+    mmd_weight: float = 0.05
+    prompt: str = "photo of {class_name}, {caption}"
+    visual_guidance: bool = True
+    caption: bool = True
+    seed: int = 0
+
+
+@dataclass
+class SDModels:
+    """The Stable Diffusion parts a training step needs (only the UNet's LoRA weights train)."""
+
+    tokenizer: object
+    text_encoder: torch.nn.Module
+    vae: torch.nn.Module
+    unet: torch.nn.Module
+    scheduler: object
+
+
+@dataclass
+class Batch:
+    """Pixels ``[B,3,R,R]`` in [-1, 1], their prompts and visual guidance ``[B,D]`` (or None)."""
+
+    pixels: torch.Tensor
+    prompts: list[str]
+    guidance: torch.Tensor | None
+
+
+def build_lora_unet(unet: torch.nn.Module, rank: int) -> list[torch.nn.Parameter]:
+    """Freeze ``unet`` and add a LoRA adapter (alpha = rank: scale 1); return the trainable params."""
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
+    unet.add_adapter(config)
+    params = lora_params(unet)
+    if not params or not all("lora" in name for name in params):
+        raise RuntimeError(f"unexpected trainable UNet parameters: {list(params)[:5]}")
+    return list(params.values())
+
+
+def lora_params(unet: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The trainable (LoRA) parameters of ``unet`` by name: what the state checkpoints."""
+    return {name: p for name, p in unet.named_parameters() if p.requires_grad}
+
+
+def load_models(name: str, rank: int, device: str, seed: int) -> SDModels:
+    """SD components with LoRA on the UNet (init seeded); VAE and text encoder frozen in eval mode."""
+    tokenizer, text_encoder, vae, unet, scheduler = load_sd_components(name)
+    if scheduler.config.prediction_type != "epsilon":
+        raise NotImplementedError(
+            f"{name!r} uses prediction_type={scheduler.config.prediction_type!r}: the Real-Fake loss is "
+            "implemented for epsilon prediction (SD-1.5) only"
+        )
+    for frozen in (text_encoder, vae):
+        frozen.requires_grad_(False).eval().to(device)
+    torch.manual_seed(seed)
+    build_lora_unet(unet, rank)
+    return SDModels(tokenizer, text_encoder, vae, unet.to(device).train(), scheduler)
+
+
+def training_table(index: pd.DataFrame, captions: pd.DataFrame | None) -> pd.DataFrame:
+    """Train rows of ``index`` (index order) with a ``caption`` column ("" when ``captions`` is None)."""
+    train = index[index["split"] == "train"].reset_index(drop=True)
+    if captions is None:
+        return train.assign(caption="")
+    merged = train.merge(captions[["image_id", "caption"]], on="image_id", how="left", validate="1:1")
+    missing = merged["caption"].isna()
+    if missing.any():
+        example = merged["image_id"][missing].iloc[0]
+        raise ValueError(f"{int(missing.sum())} train images have no caption, e.g. {example}")
+    return merged
+
+
+def load_image(path: str, resolution: int) -> torch.Tensor:
+    """``[3,R,R]`` in [-1, 1]: shorter side resized to R (bilinear), centre-cropped, as SD training does."""
+    import torchvision.transforms.functional as tvf
+
+    with Image.open(path) as img:
+        img = tvf.center_crop(tvf.resize(img.convert("RGB"), resolution), [resolution, resolution])
+        return tvf.pil_to_tensor(img).float() / 127.5 - 1.0
+
+
+def make_batch(
+    rows: pd.DataFrame, cfg: FinetuneConfig, means: torch.Tensor | None, generator: torch.Generator
+) -> Batch:
+    """Load ``rows`` as a training batch; each image is flipped horizontally with probability 1/2."""
+    pixels = torch.stack([load_image(p, cfg.resolution) for p in rows["path"]])
+    flip = torch.rand(len(rows), generator=generator) < 0.5
+    pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+    captions = rows["caption"] if cfg.caption else [""] * len(rows)
+    prompts = [format_prompt(cfg.prompt, n, c) for n, c in zip(rows["class_name"], captions, strict=True)]
+    labels = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long)
+    return Batch(pixels, prompts, None if means is None else means[labels])
+
+
+def training_step(
+    models: SDModels, batch: Batch, cfg: FinetuneConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Forward pass of one step: the loss (with grad through the LoRA weights) and its parts."""
+    device = models.unet.device
+    with torch.no_grad():
+        dist = models.vae.encode(batch.pixels.to(device)).latent_dist
+        latents = dist.sample(generator=generator) * models.vae.config.scaling_factor
+        guidance = None if batch.guidance is None else batch.guidance.to(device)
+        cond = encode_condition(models.tokenizer, models.text_encoder, batch.prompts, guidance)
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    num_t = models.scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, num_t, (latents.shape[0],), generator=generator).to(device)
+    noisy = models.scheduler.add_noise(latents, noise, timesteps)
+    pred = models.unet(noisy, timesteps, encoder_hidden_states=cond).sample
+    weights = min_snr_weights(snr(models.scheduler.alphas_cumprod, timesteps), cfg.snr_gamma)
+    return realfake_loss(pred, noise, weights, cfg.mmd_weight)
+
+
+def apply_gradients(loss: torch.Tensor, params: list[torch.nn.Parameter], optimizer) -> None:
+    """Backward, clip the gradient norm to 1.0 (as the official script), AdamW step."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+class EpochSampler:
+    """Batches of row indices from a fresh seeded permutation each epoch (last batch may be short)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(n, generator=self.generator)
+        self.cursor = 0
+
+    def next_indices(self) -> list[int]:
+        if self.cursor >= self.n:
+            self.order, self.cursor = torch.randperm(self.n, generator=self.generator), 0
+        batch = self.order[self.cursor : self.cursor + self.batch_size]
+        self.cursor += len(batch)
+        return batch.tolist()
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self.order.clone(), "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.cursor = state["order"], state["cursor"]
+
+
+def total_steps(n_train: int, batch_size: int, max_steps: int | None, epochs: int | None) -> int:
+    """The step budget: ``max_steps``, else ``ceil(n_train / batch_size) * epochs``."""
+    return max_steps if max_steps is not None else math.ceil(n_train / batch_size) * epochs
+
+
+def global_rng_state() -> dict:
+    """torch/CUDA/numpy/python RNG states as tensors and lists (``torch.load(weights_only=True)``-safe)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": [version, list(internal), gauss_next],
+    }
+
+
+def set_global_rng_state(state: dict) -> None:
+    """Inverse of :func:`global_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+
+
+@dataclass
+class Trainer:
+    """Everything that changes during training and must be checkpointed together."""
+
+    models: SDModels
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    sampler: EpochSampler
+    generator: torch.Generator
+    step: int = 0
+
+    def state_dict(self, cfg: FinetuneConfig) -> dict:
+        return {
+            "step": self.step,
+            "config": asdict(cfg),
+            "lora": {n: p.detach().cpu().clone() for n, p in lora_params(self.models.unet).items()},
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": global_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict, cfg: FinetuneConfig) -> None:
+        if state["config"] != asdict(cfg):
+            raise ValueError(f"state was made with {state['config']}, not {asdict(cfg)}: delete it")
+        if set(state["lora"]) != set(lora_params(self.models.unet)):
+            raise ValueError("state LoRA weights do not match the UNet's adapter")
+        self.models.unet.load_state_dict(state["lora"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.generator.set_state(state["generator"])
+        set_global_rng_state(state["rng"])
+        self.step = state["step"]
+
+
+def make_trainer(models: SDModels, n_train: int, cfg: FinetuneConfig) -> Trainer:
+    """AdamW over the LoRA params (constant LR) and the seeded data-order / noise generators."""
+    params = list(lora_params(models.unet).values())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    sampler = EpochSampler(n_train, cfg.batch_size, cfg.seed)
+    return Trainer(models, params, optimizer, sampler, torch.Generator().manual_seed(cfg.seed + 1))
+
+
+def save_state(trainer: Trainer, cfg: FinetuneConfig, state_dir: Path) -> None:
+    """Write the resumable state atomically."""
+    with atomic_path(state_dir / STATE_FILE) as tmp:
+        torch.save(trainer.state_dict(cfg), tmp)
+
+
+def resume(trainer: Trainer, cfg: FinetuneConfig, state_dir: Path) -> None:
+    """Load ``state_dir``'s state if there is one; keep the log only up to the resumed step."""
+    path, log_path = state_dir / STATE_FILE, state_dir / LOG_FILE
+    if path.exists():
+        trainer.load_state_dict(torch.load(path, weights_only=True), cfg)
+        log.info("resuming from step %d", trainer.step)
+    if log_path.exists():
+        lines = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] <= trainer.step]
+        log_path.write_text("".join(ln + "\n" for ln in lines))
+
+
+class StopFlag:
+    """Signal handler that only records the signal: the loop checkpoints at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum, frame) -> None:
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals(signums=(signal.SIGTERM, signal.SIGUSR1)) -> Iterator[StopFlag]:
+    """Install a :class:`StopFlag` for ``signums``, restoring the previous handlers afterwards."""
+    flag = StopFlag()
+    previous = {s: signal.signal(s, flag) for s in signums}
+    try:
+        yield flag
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def train(
+    trainer: Trainer,
+    table: pd.DataFrame,
+    means: torch.Tensor | None,
+    cfg: FinetuneConfig,
+    steps: int,
+    state_dir: Path,
+    checkpoint_every: int,
+    stop: StopFlag,
+) -> dict[str, float]:
+    """Run until ``steps`` (or a stop signal); checkpoint periodically and on stop. Last loss parts."""
+    from tqdm import tqdm
+
+    parts: dict[str, float] = {}
+    bar = tqdm(total=steps, initial=trainer.step, desc="finetune", file=sys.stderr)
+    with bar, open(state_dir / LOG_FILE, "a") as log_file:
+        while trainer.step < steps and stop.signum is None:
+            batch = make_batch(table.iloc[trainer.sampler.next_indices()], cfg, means, trainer.generator)
+            loss, parts = training_step(trainer.models, batch, cfg, trainer.generator)
+            apply_gradients(loss, trainer.params, trainer.optimizer)
+            trainer.step += 1
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in parts.items()})
+            if trainer.step % LOG_EVERY == 0 or trainer.step in (1, steps):
+                log_file.write(json.dumps({"step": trainer.step, **parts}) + "\n")
+                log_file.flush()
+            if trainer.step % checkpoint_every == 0 or trainer.step == steps:
+                save_state(trainer, cfg, state_dir)
+    if trainer.step < steps:
+        save_state(trainer, cfg, state_dir)
+    return parts
+
+
+def save_lora(unet: torch.nn.Module, out: Path) -> None:
+    """Write the UNet's LoRA as a diffusers LoRA safetensors file (with its adapter config), atomically."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    metadata = unet.peft_config["default"].to_dict()
+    with atomic_path(out) as tmp, tempfile.TemporaryDirectory(dir=out.parent) as folder:
+        StableDiffusionPipeline.save_lora_weights(
+            folder, unet_lora_layers=layers, safe_serialization=True, unet_lora_adapter_metadata=metadata
+        )
+        Path(folder, "pytorch_lora_weights.safetensors").replace(tmp)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m realfake.finetune", description=__doc__.split("\n")[0])
+    p.add_argument("--index", required=True, type=Path, help="index.parquet (train split is used)")
+    p.add_argument("--captions", type=Path, help="captions.parquet; not read with --no-caption")
+    p.add_argument("--class-means", type=Path, help="class_means.pt; not read with --no-visual-guidance")
+    p.add_argument("--model", required=True, help="Stable Diffusion folder or hub id (offline cache)")
+    p.add_argument("--out", required=True, type=Path, help="LoRA .safetensors to write")
+    p.add_argument("--state-dir", required=True, type=Path, help="resumable state + train_log.jsonl")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--max-steps", type=int, help="optimizer steps")
+    budget.add_argument("--epochs", type=int, help="passes over the train split (steps = ceil(n/batch)*E)")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between state checkpoints")
+    p.add_argument("--rank", type=int, default=FinetuneConfig.rank)
+    p.add_argument("--lr", type=float, default=FinetuneConfig.lr)
+    p.add_argument("--batch-size", type=int, default=FinetuneConfig.batch_size)
+    p.add_argument("--resolution", type=int, default=FinetuneConfig.resolution)
+    p.add_argument("--snr-gamma", type=float, default=FinetuneConfig.snr_gamma)
+    p.add_argument("--mmd-weight", type=float, default=FinetuneConfig.mmd_weight)
+    p.add_argument("--prompt", default=FinetuneConfig.prompt, help="template with {class_name}, {caption}")
+    p.add_argument("--no-visual-guidance", action="store_true", help="ablation: no class-mean token")
+    p.add_argument("--no-caption", action="store_true", help="ablation: empty caption in the prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: leave as set)")
+    args = p.parse_args(argv)
+    if args.captions is None and not args.no_caption:
+        p.error("--captions is required unless --no-caption")
+    if args.class_means is None and not args.no_visual_guidance:
+        p.error("--class-means is required unless --no-visual-guidance")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    set_offline()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = FinetuneConfig(
+        args.rank, args.lr, args.batch_size, args.resolution, args.snr_gamma, args.mmd_weight,
+        args.prompt, not args.no_visual_guidance, not args.no_caption, args.seed,
+    )  # fmt: skip
+    captions = None if args.no_caption else pd.read_parquet(args.captions)
+    table = training_table(pd.read_parquet(args.index), captions)
+    means = None if args.no_visual_guidance else torch.load(args.class_means, weights_only=True)["means"]
+    steps = total_steps(len(table), cfg.batch_size, args.max_steps, args.epochs)
+    trainer = make_trainer(load_models(args.model, cfg.rank, args.device, cfg.seed), len(table), cfg)
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    resume(trainer, cfg, args.state_dir)
+    start_step, start_time = trainer.step, time.time()
+    with stop_on_signals() as stop:
+        parts = train(trainer, table, means, cfg, steps, args.state_dir, args.checkpoint_every, stop)
+    if trainer.step < steps:
+        log.info("signal %s: saved step %d, exit %d to resume", stop.signum, trainer.step, EXIT_RESUME)
+        raise SystemExit(EXIT_RESUME)
+    save_lora(trainer.models.unet, args.out)
+    summary = {"out": str(args.out), "steps": steps, "resumed_from": start_step, "n_train": len(table),
+               "seconds": round(time.time() - start_time, 2), **parts}  # fmt: skip
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Classifier training recipes (paper App. F, Table 8) as validated data, and the timm objects they build.
+
+A recipe arrives as JSON (``python -m realfake.train --recipe JSON``); nothing here hard-codes a
+dataset's values. Table 8 written as recipes (ResNet-50 from scratch, 224 px; the paper's batch is
+the global batch over 8 GPUs, "-" in the table is read as "not used"):
+
+IN-10 / IN-100 (and CUB, Cars, PETS, EuroSAT with their train/test sizes)::
+
+    {"epochs": 200, "batch_size": 1024, "opt": "sgd", "lr": 0.1, "weight_decay": 5e-4,
+     "sched": "multistep", "decay_epochs": [50, 100, 150], "decay_rate": 0.2,
+     "train_size": 224, "test_size": 224, "amp": true}
+
+IN-1K (the RSB A2-style recipe of Wightman et al., 2021)::
+
+    {"epochs": 300, "batch_size": 4096, "opt": "lamb", "lr": 5e-3, "weight_decay": 0.02,
+     "sched": "cosine", "warmup_epochs": 5, "label_smoothing": 0.1, "drop_path": 0.05,
+     "hflip": 0.5, "randaugment": "rand-m7-mstd0.5", "mixup": 0.2, "cutmix": 1.0,
+     "bce_loss": true, "train_size": 224, "test_size": 224, "amp": true}
+
+Names follow timm: ``opt`` is a ``timm.optim`` name ("sgd" is Nesterov SGD, "momentum" plain
+momentum SGD, "lamb", "adamw", ...), ``sched`` a ``timm.scheduler`` name stepped once per epoch,
+``randaugment`` a timm ``auto_augment`` string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from timm.data import Mixup, create_transform, resolve_data_config
+from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every hyper-parameter of one classifier training run; optional keys default to "off"."""
+
+    epochs: int
+    batch_size: int
+    opt: str
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    sched: str = "cosine"
+    decay_epochs: list[int] = dataclasses.field(default_factory=list)
+    decay_rate: float = 0.1
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-5
+    min_lr: float = 0.0
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    bce_loss: bool = False
+    drop_path: float = 0.0
+    hflip: float = 0.0
+    randaugment: str | None = None
+    color_jitter: float | None = None
+    train_size: int = 224
+    test_size: int = 224
+    crop_pct: float | None = None
+    amp: bool = False
+
+    @property
+    def mixes(self) -> bool:
+        """Whether batches are mixed (Mixup/CutMix), which needs soft targets and even batches."""
+        return self.mixup > 0 or self.cutmix > 0
+
+
+_ACCEPTED: dict[Any, tuple[type, ...]] = {
+    int: (int,),
+    float: (int, float),
+    bool: (bool,),
+    str: (str,),
+    str | None: (str, type(None)),
+    float | None: (int, float, type(None)),
+    list[int]: (list,),
+}
+
+
+def parse_recipe(raw: dict[str, Any]) -> Recipe:
+    """Validate a recipe mapping (from JSON) and fill defaults; any mistake is a ValueError naming the key.
+
+    Unknown keys are refused rather than ignored: a typo (``"lr_decay"``) must not silently train
+    with the default.
+    """
+    hints = typing.get_type_hints(Recipe)
+    unknown = sorted(set(raw) - set(hints))
+    if unknown:
+        raise ValueError(f"unknown recipe key(s) {unknown}; known keys: {sorted(hints)}")
+    required = [f.name for f in dataclasses.fields(Recipe) if f.default is f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in raw]
+    if missing:
+        raise ValueError(f"recipe lacks required key(s) {missing}")
+    for key, value in raw.items():
+        accepted = _ACCEPTED[hints[key]]
+        bad_bool = isinstance(value, bool) and bool not in accepted
+        if bad_bool or not isinstance(value, accepted):
+            raise ValueError(f"recipe key {key!r} must be {hints[key]}, got {value!r}")
+    recipe = Recipe(**raw)
+    _check_values(recipe)
+    return recipe
+
+
+def _check_values(recipe: Recipe) -> None:
+    """Refuse values that timm would accept but that cannot be what was meant."""
+    if recipe.epochs < 1 or recipe.batch_size < 1:
+        raise ValueError("recipe keys 'epochs' and 'batch_size' must be >= 1")
+    if recipe.mixes and recipe.batch_size % 2:
+        raise ValueError(f"recipe key 'batch_size' must be even with mixup/cutmix, got {recipe.batch_size}")
+    if recipe.sched == "multistep" and not recipe.decay_epochs:
+        raise ValueError("recipe key 'decay_epochs' must list the milestones of sched 'multistep'")
+    if not all(isinstance(e, int) and not isinstance(e, bool) for e in recipe.decay_epochs):
+        raise ValueError(f"recipe key 'decay_epochs' must be a list of integers, got {recipe.decay_epochs}")
+    if not 0 <= recipe.hflip <= 1:
+        raise ValueError(f"recipe key 'hflip' is a probability, got {recipe.hflip}")
+
+
+def create_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """timm optimizer; biases and norm weights get no weight decay (timm's default, as in RSB)."""
+    return create_optimizer_v2(
+        model, opt=recipe.opt, lr=recipe.lr, weight_decay=recipe.weight_decay, momentum=recipe.momentum
+    )
+
+
+def create_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
+    """timm LR scheduler stepped per epoch (``scheduler.step(epoch)``), as timm's own train script does."""
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched=recipe.sched,
+        num_epochs=recipe.epochs,
+        decay_milestones=recipe.decay_epochs,
+        decay_rate=recipe.decay_rate,
+        min_lr=recipe.min_lr,
+        warmup_lr=recipe.warmup_lr,
+        warmup_epochs=recipe.warmup_epochs,
+    )
+    return scheduler
+
+
+def create_mixup(recipe: Recipe, num_classes: int) -> Mixup | None:
+    """Batch Mixup/CutMix with label smoothing folded into the soft targets, or None when off."""
+    if not recipe.mixes:
+        return None
+    return Mixup(
+        mixup_alpha=recipe.mixup,
+        cutmix_alpha=recipe.cutmix,
+        label_smoothing=recipe.label_smoothing,
+        num_classes=num_classes,
+    )
+
+
+def create_loss(recipe: Recipe) -> torch.nn.Module:
+    """The training loss timm's train script picks for these settings (soft targets when mixing)."""
+    if recipe.bce_loss:
+        # Mixup already smooths its targets; timm's BCE smooths by 0.1 unless told otherwise.
+        return BinaryCrossEntropy(smoothing=0.0 if recipe.mixes else recipe.label_smoothing)
+    if recipe.mixes:
+        return SoftTargetCrossEntropy()
+    if recipe.label_smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=recipe.label_smoothing)
+    return torch.nn.CrossEntropyLoss()
+
+
+def create_train_transform(recipe: Recipe, model: torch.nn.Module):
+    """Random-resized-crop training transform with the recipe's flip/RandAugment/jitter and the
+    model's normalisation; color jitter is off unless asked (timm would default to 0.4)."""
+    data_config = resolve_data_config({}, model=model)
+    return create_transform(
+        input_size=recipe.train_size,
+        is_training=True,
+        hflip=recipe.hflip,
+        vflip=0.0,
+        color_jitter=recipe.color_jitter,
+        auto_augment=recipe.randaugment,
+        interpolation=data_config["interpolation"],
+        mean=data_config["mean"],
+        std=data_config["std"],
+    )
+
+
+def eval_data_config(recipe: Recipe, model: torch.nn.Module) -> dict[str, Any]:
+    """timm's resolved evaluation data config at the recipe's test size, JSON-ready (lists, not tuples).
+
+    Stored in the checkpoint so evaluation rebuilds exactly the classifier's own eval transform.
+    """
+    args = {"input_size": (3, recipe.test_size, recipe.test_size), "crop_pct": recipe.crop_pct}
+    config = resolve_data_config(args, model=model)
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in config.items()}
+
+
+def create_eval_transform(data_config: dict[str, Any]):
+    """Resize + center-crop + normalise transform from a (JSON round-tripped) timm data config."""
+    config = {key: tuple(value) if isinstance(value, list) else value for key, value in data_config.items()}
+    return create_transform(**config, is_training=False)

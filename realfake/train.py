@@ -1,0 +1,363 @@
+"""Train a timm classifier on synthetic shards and/or the real train split (paper Table 1, App. F).
+
+Data: every training image is located by (file, byte offset, byte size): a synthetic sample is its
+``jpg`` member inside a webdataset tar (found once from the tar headers), a real image is a whole
+file. One map-style dataset over both gives a true global shuffle of real + synthetic images each
+epoch (synthetic shards are written in index order, i.e. sorted by class, so a streaming shuffle
+buffer would see few classes at a time) and an epoch order that is a pure function of (seed, epoch),
+which makes resuming exact. Nothing but offsets is held in memory.
+
+Resuming: the state in ``--state-dir`` is saved after every epoch, and on SIGTERM/SIGUSR1 after the
+current step (then the process exits with 75, EX_TEMPFAIL: rerun the same command to continue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import signal
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from realfake.io import atomic_path, set_offline
+from realfake.models import create_classifier
+from realfake.recipes import (
+    Recipe,
+    create_loss,
+    create_mixup,
+    create_optimizer,
+    create_scheduler,
+    create_train_transform,
+    eval_data_config,
+    parse_recipe,
+)
+
+EXIT_RESUMABLE = 75  # EX_TEMPFAIL: the state is saved, rerunning the same command continues the run
+
+
+@dataclass(frozen=True)
+class SampleTable:
+    """Where each image's encoded bytes live: ``path[i]`` at ``offset[i]``, ``size[i]`` bytes (-1: whole
+    file). numpy arrays (paths as bytes) rather than Python objects so that forked DataLoader workers
+    share them without copy-on-write growth."""
+
+    path: np.ndarray
+    offset: np.ndarray
+    size: np.ndarray
+    label: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+def make_table(paths: list[str], offsets: list[int], sizes: list[int], labels: list[int]) -> SampleTable:
+    """Pack per-image lists into a :class:`SampleTable`."""
+    return SampleTable(
+        np.array([p.encode() for p in paths], dtype=bytes),
+        np.asarray(offsets, dtype=np.int64),
+        np.asarray(sizes, dtype=np.int64),
+        np.asarray(labels, dtype=np.int64),
+    )
+
+
+def scan_shard(path: str) -> SampleTable:
+    """Locate every sample's ``jpg`` in a webdataset tar from the tar headers, reading only ``cls``.
+
+    Members are grouped by the name before the LAST dot: our keys contain a dot (``<id>.p<pass>``),
+    which webdataset's own first-dot rule would split into the extension ``p<pass>.jpg``.
+    """
+    samples: dict[str, dict[str, tarfile.TarInfo]] = {}
+    with tarfile.open(path, "r:") as tar:
+        for info in tar:
+            if info.isfile():
+                key, _, ext = info.name.rpartition(".")
+                samples.setdefault(key, {})[ext] = info
+        incomplete = [key for key, members in samples.items() if not {"jpg", "cls"} <= members.keys()]
+        if incomplete:
+            raise ValueError(f"shard {path}: samples without jpg/cls members, e.g. {incomplete[:3]}")
+        labels = [int(tar.extractfile(members["cls"]).read()) for members in samples.values()]
+    jpgs = [members["jpg"] for members in samples.values()]
+    return make_table([path] * len(jpgs), [m.offset_data for m in jpgs], [m.size for m in jpgs], labels)
+
+
+def real_table(index: pd.DataFrame, split: str) -> SampleTable:
+    """The image files of one split of ``index.parquet`` (whole files)."""
+    rows = index[index["split"] == split]
+    return make_table(rows["path"].tolist(), [0] * len(rows), [-1] * len(rows), rows["label"].tolist())
+
+
+def concat_tables(tables: list[SampleTable], num_classes: int) -> SampleTable:
+    """All sources as one table; labels outside ``[0, num_classes)`` are an error, not a crash later."""
+    table = SampleTable(*(np.concatenate([getattr(t, f) for t in tables]) for f in ("path", "offset", "size", "label")))
+    if len(table) and not 0 <= table.label.min() <= table.label.max() < num_classes:
+        raise ValueError(f"labels span {table.label.min()}..{table.label.max()}, num_classes is {num_classes}")
+    return table
+
+
+class ImageBytesDataset(Dataset):
+    """Decodes the image at row ``i`` of a :class:`SampleTable` to RGB and applies ``transform``."""
+
+    def __init__(self, table: SampleTable, transform) -> None:
+        self.table, self.transform = table, transform
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        with open(self.table.path[i].decode(), "rb") as fh:
+            fh.seek(int(self.table.offset[i]))
+            data = fh.read(int(self.table.size[i]))
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        return self.transform(image), int(self.table.label[i])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and random (model init, augmentation, mixup and drop-path draw from them)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """torch seeds ``random`` in workers but not numpy, which RandAugment and Mixup use."""
+    np.random.seed(torch.initial_seed() % 2**32)
+
+
+def epoch_loader(dataset: Dataset, batch_size: int, *, seed: int, epoch: int, skip_batches: int, workers: int):
+    """Batches of ``epoch`` in an order fixed by (seed, epoch), minus the first ``skip_batches``."""
+    epoch_seed = seed * 1_000_003 + epoch
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(epoch_seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=order[skip_batches * batch_size :].tolist(),
+        num_workers=workers,
+        drop_last=True,  # as timm: Mixup needs even batches, and no tiny last batch skews BatchNorm
+        pin_memory=torch.cuda.is_available(),
+        worker_init_fn=seed_worker,
+        generator=torch.Generator().manual_seed(epoch_seed),
+    )
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """All global RNG states as tensors, so the state file loads with ``weights_only=True``."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_extra": torch.tensor([pos, has_gauss, gauss], dtype=torch.float64),
+        "python": torch.tensor([version, *internal], dtype=torch.int64),
+        "python_gauss": torch.tensor([] if gauss_next is None else [gauss_next], dtype=torch.float64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss, gauss = state["numpy_extra"].tolist()
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss), gauss))
+    version, *internal = state["python"].tolist()
+    gauss_next = state["python_gauss"].tolist()
+    random.setstate((version, tuple(internal), gauss_next[0] if gauss_next else None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGUSR1 (SLURM pre-emption / time-limit warnings): the loop then saves a
+    resumable state at the next step boundary instead of dying with an epoch's work lost."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def _set(self, signum, frame) -> None:
+        self.raised = True
+
+    def __enter__(self) -> StopFlag:
+        self._previous = {s: signal.signal(s, self._set) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class Trainer:
+    """Model plus everything whose state must survive a restart."""
+
+    model: torch.nn.Module
+    recipe: Recipe
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        self.optimizer = create_optimizer(self.model, self.recipe)
+        self.scheduler = create_scheduler(self.optimizer, self.recipe)
+        amp = self.recipe.amp and self.device.type == "cuda"  # CPU autocast would only slow down
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp)
+        self.loss_fn = create_loss(self.recipe).to(self.device)
+        self.mixup = create_mixup(self.recipe, self.model.num_classes)
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """One optimisation step on a batch; returns the loss."""
+        images, targets = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        if self.mixup is not None:
+            images, targets = self.mixup(images, targets)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
+            loss = self.loss_fn(self.model(images), targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.item()
+
+    def save(self, path: Path, epoch: int, step: int, fingerprint: str) -> None:
+        """Atomically write the resumable state: ``epoch`` in progress, ``step`` batches of it done."""
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "fingerprint": fingerprint,
+            "rng": rng_state(),
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    def load(self, path: Path, fingerprint: str) -> tuple[int, int]:
+        """Restore a state saved by :meth:`save`; returns (epoch, step) to continue from."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["fingerprint"] != fingerprint:
+            raise ValueError(f"state {path} belongs to another run ({state['fingerprint']}); delete it to restart")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        return state["epoch"], state["step"]
+
+
+def fit(trainer: Trainer, dataset: Dataset, *, seed: int, workers: int, state_path: Path, stop: StopFlag) -> bool:
+    """Train for ``recipe.epochs`` epochs, resuming from ``state_path`` if present.
+
+    Returns False when stopped by a signal (the state is saved), True when all epochs are done.
+    """
+    recipe, fingerprint = trainer.recipe, f"{recipe_fingerprint(trainer.recipe)}|n={len(dataset)}|seed={seed}"
+    steps_per_epoch = len(dataset) // recipe.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(dataset)} training images cannot fill one batch of {recipe.batch_size}")
+    epoch, step = trainer.load(state_path, fingerprint) if state_path.exists() else (0, 0)
+    trainer.scheduler.step(epoch)
+    while epoch < recipe.epochs:
+        loader = epoch_loader(dataset, recipe.batch_size, seed=seed, epoch=epoch, skip_batches=step, workers=workers)
+        lr, start, losses = trainer.optimizer.param_groups[0]["lr"], time.perf_counter(), []
+        trainer.model.train()
+        for images, labels in tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False):
+            losses.append(trainer.step(images, labels))
+            if stop.raised and step + len(losses) < steps_per_epoch:
+                trainer.save(state_path, epoch, step + len(losses), fingerprint)
+                return False
+        seconds = time.perf_counter() - start
+        print(
+            f"epoch {epoch + 1}/{recipe.epochs} loss {np.mean(losses):.4f} lr {lr:.6g} steps {len(losses)} "
+            f"time {seconds:.1f}s images/s {len(losses) * recipe.batch_size / seconds:.1f}",
+            flush=True,
+        )
+        epoch, step = epoch + 1, 0
+        trainer.scheduler.step(epoch)
+        trainer.save(state_path, epoch, step, fingerprint)
+        if stop.raised and epoch < recipe.epochs:
+            return False
+    return True
+
+
+def recipe_fingerprint(recipe: Recipe) -> str:
+    """The recipe as canonical JSON (also the checkpoint's ``recipe`` metadata)."""
+    return json.dumps(recipe.__dict__, sort_keys=True)
+
+
+def save_classifier(path: str | Path, model: torch.nn.Module, metadata: dict[str, str]) -> None:
+    """Write the state dict with string metadata as safetensors, atomically."""
+    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line flags (see docs/stages.md)."""
+    parser = argparse.ArgumentParser(prog="python -m realfake.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", nargs="*", default=[], help="synthetic webdataset tars")
+    parser.add_argument("--index", help="index.parquet; with --real its train split is trained on too")
+    parser.add_argument("--real", action="store_true", help="train on the real train split of --index")
+    parser.add_argument("--num-classes", type=int, required=True)
+    parser.add_argument("--arch", required=True, help="timm architecture name")
+    parser.add_argument("--model-args", default="{}", help="JSON of extra timm.create_model kwargs")
+    parser.add_argument("--pretrained", help="folder with model.safetensors to start from")
+    parser.add_argument("--recipe", required=True, help="JSON training recipe (realfake.recipes)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--state-dir", required=True, help="resumable training state lives here")
+    parser.add_argument("--out", required=True, help="classifier.safetensors")
+    args = parser.parse_args(argv)
+    if args.real and not args.index:
+        parser.error("--real needs --index")
+    if not args.shards and not args.real:
+        parser.error("nothing to train on: give --shards and/or --index I --real")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    set_offline()
+    seed_everything(args.seed)
+    recipe = parse_recipe(json.loads(args.recipe))
+    model_args = json.loads(args.model_args)
+    drop_path = {"drop_path_rate": recipe.drop_path} if recipe.drop_path else {}
+    model = create_classifier(args.arch, args.num_classes, {**model_args, **drop_path}, args.pretrained)
+    tables = [scan_shard(shard) for shard in args.shards]
+    if args.real:
+        tables.append(real_table(pd.read_parquet(args.index), "train"))
+    table = concat_tables(tables, args.num_classes)
+    print(f"training on {len(table)} images ({len(args.shards)} shards, real={args.real})", flush=True)
+    dataset = ImageBytesDataset(table, create_train_transform(recipe, model))
+    trainer = Trainer(model.to(args.device), recipe, torch.device(args.device))
+    state_path = Path(args.state_dir) / "state.pt"
+    with StopFlag() as stop:
+        finished = fit(trainer, dataset, seed=args.seed, workers=args.workers, state_path=state_path, stop=stop)
+    if not finished:
+        print(f"stopped by signal; state saved to {state_path}; rerun to resume", file=sys.stderr)
+        raise SystemExit(EXIT_RESUMABLE)
+    metadata = {
+        "arch": args.arch,
+        "num_classes": str(args.num_classes),
+        "model_args": json.dumps(model_args, sort_keys=True),
+        "recipe": recipe_fingerprint(recipe),
+        "eval_transform": json.dumps(eval_data_config(recipe, model), sort_keys=True),
+    }
+    save_classifier(args.out, model, metadata)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+rule caption_shard:
+    input:
+        index="results/{dataset}/index.parquet",
+        zoo=tiny_zoo_input,
+    output:
+        "results/{dataset}/captions/shard-{shard}.parquet",
+    params:
+        model=model_ref("blip2"),
+        shard_size=dataset_value("shard_size"),
+        batch_size=inference_value("caption_batch_size"),
+        max_new_tokens=inference_value("caption_max_new_tokens"),
+    threads: 1
+    resources:
+        gpu=1,
+    log:
+        "results/logs/caption_shard/{dataset}/{shard}.log",
+    benchmark:
+        "results/benchmarks/caption_shard/{dataset}/{shard}.tsv"
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m realfake.caption run --index {input.index} --model {params.model:q}"
+        " --shard {wildcards.shard} --shard-size {params.shard_size} --batch-size {params.batch_size}"
+        " --max-new-tokens {params.max_new_tokens} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule merge_captions:
+    input:
+        index="results/{dataset}/index.parquet",
+        shards=caption_shards,
+    output:
+        "results/{dataset}/captions.parquet",
+    log:
+        "results/logs/merge_captions/{dataset}.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m realfake.caption merge --index {input.index} --inputs {input.shards}"
+        " --out {output} > {log} 2>&1"

@@ -1,0 +1,39 @@
+rule finetune_lora:
+    input:
+        index="results/{dataset}/index.parquet",
+        captions="results/{dataset}/captions.parquet",
+        class_means="results/{dataset}/class_means.pt",
+        zoo=tiny_zoo_input,
+    output:
+        "results/{dataset}/lora/{variant}/lora.safetensors",
+    params:
+        model=model_ref("sd"),
+        rank=setting_value("finetune", "rank"),
+        lr=setting_value("finetune", "lr"),
+        batch_size=setting_value("finetune", "batch_size"),
+        budget=finetune_budget,
+        resolution=setting_value("finetune", "resolution"),
+        snr_gamma=setting_value("finetune", "snr_gamma"),
+        mmd_weight=mmd_weight,
+        prompt=setting_value("finetune", "prompt"),
+        seed=setting_value("finetune", "seed"),
+        checkpoint_every=setting_value("finetune", "checkpoint_every"),
+        flags=finetune_flags,
+        state_dir="results/{dataset}/lora/{variant}/state",
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        "results/logs/finetune_lora/{dataset}/{variant}.log",
+    benchmark:
+        "results/benchmarks/finetune_lora/{dataset}/{variant}.tsv"
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m realfake.finetune --index {input.index} --captions {input.captions}"
+        " --class-means {input.class_means} --model {params.model:q} --rank {params.rank}"
+        " --lr {params.lr} --batch-size {params.batch_size} {params.budget}"
+        " --resolution {params.resolution} --snr-gamma {params.snr_gamma}"
+        " --mmd-weight {params.mmd_weight} --prompt {params.prompt:q} --seed {params.seed}"
+        " --state-dir {params.state_dir} --checkpoint-every {params.checkpoint_every}"
+        " {params.flags} --threads {threads} --out {output} > {log} 2>&1"

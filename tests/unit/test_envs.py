@@ -1,0 +1,19 @@
+"""The conda env of the rules pins exactly what pyproject.toml pins (conda is unreachable here)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_conda_env_matches_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pinned = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((REPO / "envs" / "realfake.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert set(pip) == pinned
+    assert all("==" in pin for pin in pip), "every dependency is pinned to the tested version"
