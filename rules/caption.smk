@@ -4,20 +4,20 @@ rule caption_shard:
         zoo=tiny_zoo_input,
     output:
         "results/{dataset}/captions/shard-{shard}.parquet",
-    params:
-        model=model_ref("blip2"),
-        shard_size=dataset_value("shard_size"),
-        batch_size=inference_value("caption_batch_size"),
-        max_new_tokens=inference_value("caption_max_new_tokens"),
-    threads: 1
-    resources:
-        gpu=1,
     log:
         "results/logs/caption_shard/{dataset}/{shard}.log",
     benchmark:
         "results/benchmarks/caption_shard/{dataset}/{shard}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    resources:
+        gpu=1,
+    params:
+        model=model_ref("blip2"),
+        shard_size=dataset_value("shard_size"),
+        batch_size=inference_value("caption_batch_size"),
+        max_new_tokens=inference_value("caption_max_new_tokens"),
     shell:
         "python -m realfake.caption run --index {input.index} --model {params.model:q}"
         " --shard {wildcards.shard} --shard-size {params.shard_size} --batch-size {params.batch_size}"

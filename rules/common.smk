@@ -1,6 +1,5 @@
 # Validation, wildcard constraints and input functions only (STYLE rule 4).
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -9,11 +8,11 @@ sys.path.insert(0, workflow.basedir)
 from realfake.config import validate
 from realfake.shards import num_shards
 
-# Every job runs offline: a model missing from disk is an error, never a download.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
+# Every job runs offline (a model missing from disk is an error, never a download) and imports
+# this checkout's realfake package, whatever environment (venv, conda) runs it.
+shell.prefix(
+    "set -euo pipefail; export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1"
+    f" PYTHONPATH='{workflow.basedir}':\"$PYTHONPATH\"; "
 )
 
 validate(config, source=workflow.configfiles[0] if workflow.configfiles else None)
@@ -99,11 +98,16 @@ def shard_ids(wildcards):
 
 
 def caption_shards(wildcards):
-    return expand("results/{{dataset}}/captions/shard-{shard}.parquet", shard=shard_ids(wildcards))
+    return expand(
+        "results/{{dataset}}/captions/shard-{shard}.parquet", shard=shard_ids(wildcards)
+    )
 
 
 def embedding_shards(wildcards):
-    return expand("results/{{dataset}}/embeddings/shard-{shard}.safetensors", shard=shard_ids(wildcards))
+    return expand(
+        "results/{{dataset}}/embeddings/shard-{shard}.safetensors",
+        shard=shard_ids(wildcards),
+    )
 
 
 def lora_input(wildcards):

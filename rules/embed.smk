@@ -4,19 +4,19 @@ rule embed_shard:
         zoo=tiny_zoo_input,
     output:
         "results/{dataset}/embeddings/shard-{shard}.safetensors",
-    params:
-        model=model_ref("clip"),
-        shard_size=dataset_value("shard_size"),
-        batch_size=inference_value("embed_batch_size"),
-    threads: 1
-    resources:
-        gpu=1,
     log:
         "results/logs/embed_shard/{dataset}/{shard}.log",
     benchmark:
         "results/benchmarks/embed_shard/{dataset}/{shard}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    resources:
+        gpu=1,
+    params:
+        model=model_ref("clip"),
+        shard_size=dataset_value("shard_size"),
+        batch_size=inference_value("embed_batch_size"),
     shell:
         "python -m realfake.embed run --index {input.index} --model {params.model:q}"
         " --shard {wildcards.shard} --shard-size {params.shard_size} --batch-size {params.batch_size}"
@@ -28,12 +28,12 @@ rule class_means:
         embedding_shards,
     output:
         "results/{dataset}/class_means.pt",
-    params:
-        num_classes=dataset_value("num_classes"),
     log:
         "results/logs/class_means/{dataset}.log",
     conda:
         CONDA_ENV
+    params:
+        num_classes=dataset_value("num_classes"),
     shell:
         "python -m realfake.embed means --inputs {input} --num-classes {params.num_classes}"
         " --out {output} > {log} 2>&1"

@@ -6,6 +6,15 @@ rule finetune_lora:
         zoo=tiny_zoo_input,
     output:
         "results/{dataset}/lora/{variant}/lora.safetensors",
+    log:
+        "results/logs/finetune_lora/{dataset}/{variant}.log",
+    benchmark:
+        "results/benchmarks/finetune_lora/{dataset}/{variant}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 2
+    resources:
+        gpu=1,
     params:
         model=model_ref("sd"),
         rank=setting_value("finetune", "rank"),
@@ -20,15 +29,6 @@ rule finetune_lora:
         checkpoint_every=setting_value("finetune", "checkpoint_every"),
         flags=finetune_flags,
         state_dir="results/{dataset}/lora/{variant}/state",
-    threads: 2
-    resources:
-        gpu=1,
-    log:
-        "results/logs/finetune_lora/{dataset}/{variant}.log",
-    benchmark:
-        "results/benchmarks/finetune_lora/{dataset}/{variant}.tsv"
-    conda:
-        CONDA_ENV
     shell:
         "python -m realfake.finetune --index {input.index} --captions {input.captions}"
         " --class-means {input.class_means} --model {params.model:q} --rank {params.rank}"

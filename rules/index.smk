@@ -3,18 +3,18 @@ rule index_dataset:
         dataset_root_input,
     output:
         "results/{dataset}/index.parquet",
-    params:
-        root=dataset_value("root"),
-        layout=dataset_value("layout"),
-        num_classes=dataset_value("num_classes"),
-        train_size=dataset_value("train_size"),
-        test_size=dataset_value("test_size"),
     log:
         "results/logs/index_dataset/{dataset}.log",
     benchmark:
         "results/benchmarks/index_dataset/{dataset}.tsv"
     conda:
         CONDA_ENV
+    params:
+        root=dataset_value("root"),
+        layout=dataset_value("layout"),
+        num_classes=dataset_value("num_classes"),
+        train_size=dataset_value("train_size"),
+        test_size=dataset_value("test_size"),
     shell:
         "python -m realfake.index --root {params.root:q} --layout {params.layout}"
         " --num-classes {params.num_classes} --train-size {params.train_size}"

@@ -7,6 +7,15 @@ rule synthesize_shard:
         zoo=tiny_zoo_input,
     output:
         "results/{dataset}/synth/{variant}/pass-{synth_pass}/shard-{shard}.tar",
+    log:
+        "results/logs/synthesize_shard/{dataset}/{variant}/{synth_pass}-{shard}.log",
+    benchmark:
+        "results/benchmarks/synthesize_shard/{dataset}/{variant}/{synth_pass}-{shard}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        gpu=1,
     params:
         model=model_ref("sd"),
         lora=lora_flag,
@@ -22,15 +31,6 @@ rule synthesize_shard:
         batch_size=setting_value("synthesis", "batch_size"),
         seed=setting_value("synthesis", "seed"),
         flags=synthesis_flags,
-    threads: 1
-    resources:
-        gpu=1,
-    log:
-        "results/logs/synthesize_shard/{dataset}/{variant}/{synth_pass}-{shard}.log",
-    benchmark:
-        "results/benchmarks/synthesize_shard/{dataset}/{variant}/{synth_pass}-{shard}.tsv"
-    conda:
-        CONDA_ENV
     shell:
         "python -m realfake.synthesize --index {input.index} --captions {input.captions}"
         " --class-means {input.class_means} --model {params.model:q} {params.lora}"

@@ -1,18 +1,18 @@
 rule make_tiny_dataset:
     output:
         directory(config["tiny"]["data"]),
-    params:
-        num_classes=config["tiny"]["num_classes"],
-        train_per_class=config["tiny"]["train_per_class"],
-        test_per_class=config["tiny"]["test_per_class"],
-        image_size=config["tiny"]["image_size"],
-        seed=config["tiny"]["seed"],
     log:
         "results/logs/make_tiny_dataset/data.log",
     benchmark:
         "results/benchmarks/make_tiny_dataset/data.tsv"
     conda:
         CONDA_ENV
+    params:
+        num_classes=config["tiny"]["num_classes"],
+        train_per_class=config["tiny"]["train_per_class"],
+        test_per_class=config["tiny"]["test_per_class"],
+        image_size=config["tiny"]["image_size"],
+        seed=config["tiny"]["seed"],
     shell:
         "python -m realfake.tinydata --out {output} --num-classes {params.num_classes}"
         " --train-per-class {params.train_per_class} --test-per-class {params.test_per_class}"

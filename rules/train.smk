@@ -4,6 +4,15 @@ rule train_classifier:
         shards=synthetic_shards,
     output:
         "results/{dataset}_x{scale}/classifier.safetensors",
+    log:
+        "results/logs/train_classifier/{dataset}_x{scale}.log",
+    benchmark:
+        "results/benchmarks/train_classifier/{dataset}_x{scale}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 2
+    resources:
+        gpu=1,
     params:
         num_classes=dataset_value("num_classes"),
         arch=classifier_value("arch"),
@@ -12,15 +21,6 @@ rule train_classifier:
         recipe=recipe_json,
         seed=0,
         state_dir="results/{dataset}_x{scale}/train_state",
-    threads: 2
-    resources:
-        gpu=1,
-    log:
-        "results/logs/train_classifier/{dataset}_x{scale}.log",
-    benchmark:
-        "results/benchmarks/train_classifier/{dataset}_x{scale}.tsv"
-    conda:
-        CONDA_ENV
     shell:
         "python -m realfake.train --shards {input.shards} --num-classes {params.num_classes}"
         " --arch {params.arch} --model-args {params.model_args:q} {params.pretrained}"

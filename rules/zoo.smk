@@ -1,15 +1,15 @@
 rule build_tiny_zoo:
     output:
         directory(config["tiny"]["zoo"]),
-    params:
-        num_classes=config["tiny"]["num_classes"],
-        image_size=config["tiny"]["image_size"],
     log:
         "results/logs/build_tiny_zoo/zoo.log",
     benchmark:
         "results/benchmarks/build_tiny_zoo/zoo.tsv"
     conda:
         CONDA_ENV
+    params:
+        num_classes=config["tiny"]["num_classes"],
+        image_size=config["tiny"]["image_size"],
     shell:
         "python -m realfake.zoo --out {output} --num-classes {params.num_classes}"
         " --image-size {params.image_size} > {log} 2>&1"

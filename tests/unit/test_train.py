@@ -1,0 +1,210 @@
+"""realfake.train / realfake.recipes on tiny data written here: JPEGs, an index.parquet, webdataset shards."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import webdataset as wds
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+from timm.data import Mixup
+from timm.loss import BinaryCrossEntropy
+from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler
+
+import realfake.recipes as recipes
+from realfake import train
+from realfake.models import create_classifier
+
+torch.set_num_threads(1)
+
+TINY_ARCH = "resnet18"
+TINY_ARGS = {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16}
+BASE_RECIPE = {"epochs": 2, "batch_size": 4, "opt": "sgd", "lr": 0.05, "train_size": 32, "test_size": 32}
+
+
+def jpeg(level: tuple[int, int, int], rng: np.random.Generator, size: int = 32) -> bytes:
+    """A noisy JPEG around one RGB colour (noise so that no two images are identical)."""
+    pixels = np.clip(np.array(level) + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def write_index(root: Path, levels: list[tuple[int, int, int]], n_train: int, n_test: int) -> Path:
+    """Image files + index.parquet (docs/stages.md columns), one class per colour level."""
+    rng, rows = np.random.default_rng(0), []
+    for split, count in (("train", n_train), ("test", n_test)):
+        for label, level in enumerate(levels):
+            for i in range(count):
+                image_id = f"{split}/c{label}/c{label}_{i:03d}"
+                path = root / f"{image_id}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(jpeg(level, rng))
+                rows.append((image_id, str(path), label, f"c{label}", f"class {label}", split))
+    columns = ["image_id", "path", "label", "class_id", "class_name", "split"]
+    pd.DataFrame(rows, columns=columns).to_parquet(root / "index.parquet")
+    return root / "index.parquet"
+
+
+def write_shard(path: Path, index: Path, levels: list[tuple[int, int, int]], synth_pass: int = 0) -> Path:
+    """A synthetic shard in the contract format: one sample per train row, key ``<id with __>.p<pass>``."""
+    rng = np.random.default_rng(1 + synth_pass)
+    rows = pd.read_parquet(index).query("split == 'train'")
+    with wds.TarWriter(str(path)) as writer:
+        for row in rows.itertuples():
+            meta = {"image_id": row.image_id, "label": row.label, "class_name": row.class_name, "pass": synth_pass}
+            writer.write(
+                {
+                    "__key__": f"{row.image_id.replace('/', '__')}.p{synth_pass}",
+                    "jpg": jpeg(levels[row.label], rng),
+                    "cls": str(row.label).encode(),
+                    "json": json.dumps(meta).encode(),
+                }
+            )
+    return path
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """3 colour classes: 4 train + 2 test real images each, and one 12-sample synthetic shard."""
+    levels = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
+    index = write_index(tmp_path / "data", levels, n_train=4, n_test=2)
+    return {"index": index, "shard": write_shard(tmp_path / "shard-00000.tar", index, levels), "tmp": tmp_path}
+
+
+def train_argv(tiny: dict, recipe: dict, name: str, *extra: str) -> list[str]:
+    """CLI of a tiny training run writing to ``tmp/<name>``."""
+    out = tiny["tmp"] / name
+    return [
+        *("--shards", str(tiny["shard"]), "--num-classes", "3", "--arch", TINY_ARCH),
+        *("--model-args", json.dumps(TINY_ARGS), "--recipe", json.dumps(recipe), "--seed", "0"),
+        *("--state-dir", str(out / "state"), "--out", str(out / "classifier.safetensors"), *extra),
+    ]
+
+
+def docstring_recipes() -> list[dict]:
+    """The Table 8 example recipes of realfake.recipes' docstring (so the documentation cannot rot)."""
+    blocks = re.findall(r"::\n\n((?:    .*\n)+)", recipes.__doc__)
+    return [json.loads(textwrap.dedent(block)) for block in blocks]
+
+
+def test_table8_recipes_build_timm_objects():
+    in10, in1k = (recipes.parse_recipe(raw) for raw in docstring_recipes())
+    model = create_classifier(TINY_ARCH, 3, TINY_ARGS)
+    optimizer = recipes.create_optimizer(model, in10)
+    scheduler = recipes.create_scheduler(optimizer, in10)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["nesterov"]
+    assert isinstance(scheduler, MultiStepLRScheduler)
+    expected = {0: 0.1, 49: 0.1, 50: 0.02, 99: 0.02, 100: 0.004, 150: 0.0008}  # lr 0.1, x0.2 at 50/100/150
+    for epoch, lr in expected.items():
+        scheduler.step(epoch)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(lr)
+    assert isinstance(recipes.create_loss(in10), torch.nn.CrossEntropyLoss)
+    assert recipes.create_mixup(in10, 3) is None
+    optimizer = recipes.create_optimizer(model, in1k)
+    assert type(optimizer).__name__ == "Lamb"
+    assert isinstance(recipes.create_scheduler(optimizer, in1k), CosineLRScheduler)
+    assert isinstance(recipes.create_loss(in1k), BinaryCrossEntropy)
+    mixup = recipes.create_mixup(in1k, 3)
+    assert isinstance(mixup, Mixup) and mixup.mixup_alpha == 0.2 and mixup.cutmix_alpha == 1.0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lr_decay": 0.2}, "unknown recipe key.*lr_decay"),
+        ({"epochs": 2.5}, "'epochs' must be"),
+        ({"amp": 1}, "'amp' must be"),
+        ({"sched": "multistep"}, "'decay_epochs'"),
+        ({"mixup": 0.2, "batch_size": 3}, "even"),
+    ],
+)
+def test_recipe_validation_names_the_key(change, message):
+    with pytest.raises(ValueError, match=message):
+        recipes.parse_recipe({**BASE_RECIPE, **change})
+    without_lr = {key: value for key, value in BASE_RECIPE.items() if key != "lr"}
+    with pytest.raises(ValueError, match="required.*'lr'"):
+        recipes.parse_recipe(without_lr)
+
+
+def test_scan_shard_locates_contract_samples(tiny):
+    table = train.scan_shard(str(tiny["shard"]))
+    assert table.label.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    first = next(iter(wds.WebDataset(str(tiny["shard"]), shardshuffle=False)))
+    with open(tiny["shard"], "rb") as fh:
+        fh.seek(table.offset[0])
+        assert fh.read(table.size[0]) == first["p0.jpg"]  # webdataset's first-dot split: ext "p0.jpg"
+
+
+def test_train_writes_loadable_checkpoint(tiny, capsys):
+    recipe = {**BASE_RECIPE, "hflip": 0.5, "drop_path": 0.1}
+    train.main(train_argv(tiny, recipe, "run", "--index", str(tiny["index"]), "--real"))
+    assert "training on 24 images" in capsys.readouterr().out  # 12 synthetic + 12 real
+    path = tiny["tmp"] / "run" / "classifier.safetensors"
+    with safe_open(str(path), framework="pt") as fh:
+        metadata = fh.metadata()
+    assert metadata["arch"] == TINY_ARCH and metadata["num_classes"] == "3"
+    assert json.loads(metadata["model_args"]) == TINY_ARGS
+    assert recipes.parse_recipe(json.loads(metadata["recipe"])) == recipes.parse_recipe(recipe)
+    eval_config = json.loads(metadata["eval_transform"])
+    assert eval_config["input_size"] == [3, 32, 32] and {"mean", "std", "crop_pct"} <= eval_config.keys()
+    model = create_classifier(TINY_ARCH, 3, json.loads(metadata["model_args"]))
+    model.load_state_dict(load_file(path), strict=True)
+    state = torch.load(tiny["tmp"] / "run" / "state" / "state.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (2, 0)
+
+
+def interrupt_at(monkeypatch, call: int, sig: signal.Signals) -> None:
+    """Make the ``call``-th image read (1-based) deliver ``sig`` to this process, as SLURM would."""
+    read, calls = train.ImageBytesDataset.__getitem__, []
+
+    def getitem(self, i):
+        calls.append(i)
+        if len(calls) == call:
+            os.kill(os.getpid(), sig)
+        return read(self, i)
+
+    monkeypatch.setattr(train.ImageBytesDataset, "__getitem__", getitem)
+
+
+@pytest.mark.parametrize(("call", "sig", "saved_at"), [(12, signal.SIGTERM, (1, 0)), (5, signal.SIGUSR1, (0, 2))])
+def test_resume_equals_uninterrupted_run(tiny, monkeypatch, call, sig, saved_at):
+    # 12 samples / batch 4 = 3 steps per epoch; the augmentations, mixup and drop-path all draw
+    # random numbers, so equality needs the epoch order, the RNG states and the optimizer restored.
+    recipe = {
+        **BASE_RECIPE,
+        **{"hflip": 0.5, "randaugment": "rand-m7-mstd0.5", "mixup": 0.2, "cutmix": 1.0, "drop_path": 0.1},
+        **{"label_smoothing": 0.1, "bce_loss": True, "sched": "multistep", "decay_epochs": [1]},
+    }
+    train.main(train_argv(tiny, recipe, "straight"))
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, call, sig)
+        with pytest.raises(SystemExit) as stopped:
+            train.main(train_argv(tiny, recipe, "resumed"))
+    assert stopped.value.code == train.EXIT_RESUMABLE
+    state = torch.load(tiny["tmp"] / "resumed" / "state" / "state.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == saved_at
+    assert not (tiny["tmp"] / "resumed" / "classifier.safetensors").exists()
+    train.main(train_argv(tiny, recipe, "resumed"))
+    straight = load_file(tiny["tmp"] / "straight" / "classifier.safetensors")
+    resumed = load_file(tiny["tmp"] / "resumed" / "classifier.safetensors")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+
+
+def test_labels_beyond_num_classes_are_refused(tiny):
+    argv = train_argv(tiny, BASE_RECIPE, "bad")
+    argv[argv.index("--num-classes") + 1] = "2"
+    with pytest.raises(ValueError, match="num_classes is 2"):
+        train.main(argv)
