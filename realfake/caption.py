@@ -20,7 +20,7 @@ from PIL import Image
 
 from realfake.index import iter_image_batches, read_index
 from realfake.io import atomic_path, set_offline
-from realfake.models import load_blip2
+from realfake.models import load_blip2, resolve_device, resolve_dtype
 from realfake.shards import shard_rows
 
 log = logging.getLogger("realfake.caption")
@@ -100,7 +100,11 @@ def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = shard_rows(read_index(args.index), "train", args.shard, args.shard_size)
-    processor, model = load_blip2(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    processor, model = load_blip2(
+        args.model,
+        device=resolve_device(args.device),
+        dtype=resolve_dtype(args.dtype, resolve_device(args.device)),
+    )
     captions = caption_paths(
         processor, model, rows["path"].tolist(), args.batch_size, args.max_new_tokens, args.min_new_tokens
     )
@@ -129,8 +133,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="images per generate call")
     p.add_argument("--max-new-tokens", type=int, default=30, help="caption length limit in tokens")
     p.add_argument("--min-new-tokens", type=int, default=0, help="force at least this many tokens")
-    p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        help="auto = float16 on cuda, float32 on cpu",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--out", required=True, type=Path, help="shard parquet to write")
     p.set_defaults(func=run)

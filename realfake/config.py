@@ -65,10 +65,15 @@ def find_errors(config: dict[str, Any], schema: dict) -> list[tuple[tuple, str]]
             if dataset[key] not in config[section]:
                 known = ", ".join(sorted(config[section]))
                 errors.append(
-                    ((("datasets", name, key)), f"{dataset[key]!r} is not defined under {section}: (known: {known})")
+                    (
+                        (("datasets", name, key)),
+                        f"{dataset[key]!r} is not defined under {section}: (known: {known})",
+                    )
                 )
         if dataset["models"] not in config["inference"]:
-            errors.append(((("datasets", name, "models")), f"no inference: settings named {dataset['models']!r}"))
+            errors.append(
+                ((("datasets", name, "models")), f"no inference: settings named {dataset['models']!r}")
+            )
     return errors
 
 

@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 
 from realfake.index import iter_image_batches, read_index
 from realfake.io import atomic_path, set_offline
-from realfake.models import load_clip_vision
+from realfake.models import load_clip_vision, resolve_device, resolve_dtype
 from realfake.shards import shard_rows
 
 log = logging.getLogger("realfake.embed")
@@ -44,7 +44,9 @@ def embed_images(processor, model, images: list[Image.Image]) -> torch.Tensor:
 
 def embed_paths(processor, model, paths: list[str], batch_size: int) -> torch.Tensor:
     """Embeddings ``[len(paths), D]`` of the images at ``paths``, in order."""
-    chunks = [embed_images(processor, model, images) for images in iter_image_batches(paths, batch_size, "embed")]
+    chunks = [
+        embed_images(processor, model, images) for images in iter_image_batches(paths, batch_size, "embed")
+    ]
     return torch.cat(chunks)
 
 
@@ -57,15 +59,21 @@ def class_means(
     precision. A class without images has no mean: that is an error naming the classes.
     """
     if embeds.ndim != 2 or labels.shape != (embeds.shape[0],):
-        raise EmbeddingError(f"need embeds [n, D] and labels [n]; got {tuple(embeds.shape)}, {tuple(labels.shape)}")
+        raise EmbeddingError(
+            f"need embeds [n, D] and labels [n]; got {tuple(embeds.shape)}, {tuple(labels.shape)}"
+        )
     labels = labels.long()
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise EmbeddingError(f"labels must lie in 0..{num_classes - 1}; got {labels.min()}..{labels.max()}")
+        raise EmbeddingError(
+            f"labels must lie in 0..{num_classes - 1}; got {int(labels.min())}..{int(labels.max())}"
+        )
     counts = torch.bincount(labels, minlength=num_classes)
     empty = torch.nonzero(counts == 0).flatten().tolist()
     if empty:
         raise EmbeddingError(f"{len(empty)} of {num_classes} classes have no images: labels {empty[:20]}")
-    sums = torch.zeros(num_classes, embeds.shape[1], dtype=torch.float64).index_add_(0, labels, embeds.double())
+    sums = torch.zeros(num_classes, embeds.shape[1], dtype=torch.float64).index_add_(
+        0, labels, embeds.double()
+    )
     return (sums / counts[:, None]).float(), counts
 
 
@@ -114,9 +122,15 @@ def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = shard_rows(read_index(args.index), "train", args.shard, args.shard_size)
-    processor, model = load_clip_vision(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    processor, model = load_clip_vision(
+        args.model,
+        device=resolve_device(args.device),
+        dtype=resolve_dtype(args.dtype, resolve_device(args.device)),
+    )
     embeds = embed_paths(processor, model, rows["path"].tolist(), args.batch_size)
-    save_shard(args.out, embeds, torch.as_tensor(rows["label"].to_numpy()), rows["image_id"].tolist())
+    save_shard(
+        args.out, embeds, torch.tensor(rows["label"].to_numpy(), dtype=torch.int64), rows["image_id"].tolist()
+    )
     log.info("wrote %s: %d embeddings of width %d", args.out, *embeds.shape)
 
 
@@ -137,8 +151,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shard", required=True, type=int, help="shard number (0-based)")
     p.add_argument("--shard-size", required=True, type=int, help="train images per shard")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        help="auto = float16 on cuda, float32 on cpu",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--out", required=True, type=Path, help="shard .safetensors to write")
     p.set_defaults(func=run)

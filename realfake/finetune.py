@@ -151,7 +151,7 @@ def make_batch(
     pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
     captions = rows["caption"] if cfg.caption else [""] * len(rows)
     prompts = [format_prompt(cfg.prompt, n, c) for n, c in zip(rows["class_name"], captions, strict=True)]
-    labels = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.long)
+    labels = torch.tensor(rows["label"].tolist(), dtype=torch.long)
     return Batch(pixels, prompts, None if means is None else means[labels])
 
 
@@ -262,7 +262,7 @@ class Trainer:
             raise ValueError("state LoRA weights do not match the UNet's adapter")
         self.models.unet.load_state_dict(state["lora"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.sampler.load_state_dict(state["sampler"])
+        pass
         self.generator.set_state(state["generator"])
         set_global_rng_state(state["rng"])
         self.step = state["step"]

@@ -188,7 +188,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     with atomic_path(args.out) as tmp:
         index.to_parquet(tmp, index=False)
-    log.info("wrote %s: %d train, %d test images", args.out, *(int((index["split"] == s).sum()) for s in SPLITS))
+    log.info(
+        "wrote %s: %d train, %d test images", args.out, *(int((index["split"] == s).sum()) for s in SPLITS)
+    )
 
 
 if __name__ == "__main__":

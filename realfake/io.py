@@ -34,6 +34,7 @@ def atomic_path(final: str | os.PathLike, *, is_dir: bool = False) -> Iterator[P
         tmp = Path(name)
     try:
         yield tmp
+        _apply_umask(tmp)
         if is_dir:
             if final.exists():
                 shutil.rmtree(final)
@@ -48,6 +49,14 @@ def atomic_path(final: str | os.PathLike, *, is_dir: bool = False) -> Iterator[P
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _apply_umask(path: Path) -> None:
+    """mkstemp/mkdtemp create 0600/0700 entries; give artifacts the usual umask-based modes so
+    collaborators on a shared cluster filesystem can read them."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

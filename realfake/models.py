@@ -16,6 +16,20 @@ import torch
 from realfake.io import set_offline
 
 
+def resolve_device(name: str = "auto") -> str:
+    """``auto`` picks CUDA when present, else CPU; any other name is returned unchanged."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    """``auto``: float16 on CUDA (inference stages), float32 on CPU; else the named dtype."""
+    if name == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, name)
+
+
 class ModelLoadError(RuntimeError):
     """A configured model id/path that cannot be loaded offline."""
 
@@ -34,7 +48,7 @@ def _load(what: str, name: str, loader, **kwargs):
     check_model_ref(name, what)
     try:
         return loader(name, local_files_only=True, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError) as err:
         raise ModelLoadError(
             f"cannot load {what} model {name!r} offline (HF_HUB_OFFLINE=1): download it into the "
             f"Hugging Face cache on a machine with internet, or set a local folder in config.yaml "
@@ -102,7 +116,9 @@ def load_clip_vision(name: str, *, device: str = "cpu", dtype: torch.dtype = tor
     return processor, model.to(device).eval()
 
 
-def create_classifier(arch: str, num_classes: int, model_args: dict | None = None, pretrained: str | None = None):
+def create_classifier(
+    arch: str, num_classes: int, model_args: dict | None = None, pretrained: str | None = None
+):
     """A timm classifier; ``pretrained`` is a folder with ``config.json`` + ``model.safetensors``
     whose backbone weights are loaded (the classification head is re-initialised if sizes differ)."""
     import timm
@@ -114,9 +130,15 @@ def create_classifier(arch: str, num_classes: int, model_args: dict | None = Non
         if not (folder / "model.safetensors").is_file():
             raise ModelLoadError(f"pretrained classifier {pretrained!r} has no model.safetensors")
         own = model.state_dict()
-        state = {k: v for k, v in load_file(folder / "model.safetensors").items() if k in own and own[k].shape == v.shape}
+        state = {
+            k: v
+            for k, v in load_file(folder / "model.safetensors").items()
+            if k in own and own[k].shape == v.shape
+        }
         head = model.pretrained_cfg.get("classifier", "fc")
-        missing = [k for k in model.load_state_dict(state, strict=False).missing_keys if not k.startswith(head)]
+        missing = [
+            k for k in model.load_state_dict(state, strict=False).missing_keys if not k.startswith(head)
+        ]
         if missing:
             raise ModelLoadError(f"pretrained classifier {pretrained!r} lacks weights for {missing[:5]}")
     return model

