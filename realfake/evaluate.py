@@ -20,9 +20,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from realfake.io import set_offline, sha256_file, write_json
-from realfake.models import create_classifier
-from realfake.recipes import create_eval_transform
-from realfake.train import ImageBytesDataset, real_table
+from realfake.models import create_classifier, resolve_device
+from realfake.recipes import ImageBytesDataset, create_eval_transform, real_table
 
 TOP5 = 5
 
@@ -34,7 +33,9 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...
     return {k: hits[:, :k].any(dim=1).float().mean().item() for k in ks}
 
 
-def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float | None]:
+def per_class_accuracy(
+    predictions: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> list[float | None]:
     """Top-1 accuracy of each class (None for a class without test samples)."""
     counts = torch.bincount(labels, minlength=num_classes)
     correct = torch.bincount(labels[predictions == labels], minlength=num_classes)
@@ -81,7 +82,9 @@ def load_classifier(path: str | Path) -> tuple[torch.nn.Module, dict[str, str]]:
     missing = sorted({"arch", "num_classes", "model_args", "eval_transform"} - metadata.keys())
     if missing:
         raise ValueError(f"checkpoint {path} lacks metadata {missing} (see docs/stages.md)")
-    model = create_classifier(metadata["arch"], int(metadata["num_classes"]), json.loads(metadata["model_args"]))
+    model = create_classifier(
+        metadata["arch"], int(metadata["num_classes"]), json.loads(metadata["model_args"])
+    )
     model.load_state_dict(load_file(str(path)), strict=True)
     return model, metadata
 
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--index", required=True, help="index.parquet; its test split is evaluated")
     parser.add_argument("--checkpoint", required=True, help="classifier.safetensors from realfake.train")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--out", required=True, help="metrics.json")
     args = parser.parse_args(argv)
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     index = pd.read_parquet(args.index)
     dataset = ImageBytesDataset(real_table(index, "test"), create_eval_transform(eval_config))
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
-    result = evaluate(model.to(args.device), loader)
+    result = evaluate(model.to(resolve_device(args.device)), loader)
     if result["top5_k"] != TOP5:
         print(f"only {result['num_classes']} classes: top5 is top-{result['top5_k']} accuracy", flush=True)
     names = class_names(index, result["num_classes"])

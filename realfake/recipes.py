@@ -1,6 +1,12 @@
-"""Classifier training recipes (paper App. F, Table 8) as validated data, and the timm objects they build.
+"""What a classifier trains on and how: recipes (paper App. F, Table 8) and the training images.
 
-A recipe arrives as JSON (``python -m realfake.train --recipe JSON``); nothing here hard-codes a
+Images: every image is located by (file, byte offset, byte size): a synthetic sample is the ``jpg``
+member of a webdataset tar (found once from the tar headers), a real image a whole file. One
+map-style dataset over both (Table 1 lower half: real + synthetic) allows a global shuffle each
+epoch; a streaming shuffle buffer would see few classes at a time, since synthetic shards are
+written in index order (sorted by class). Only offsets are held in memory, never image bytes.
+
+Recipes arrive as JSON (``python -m realfake.train --recipe JSON``); nothing here hard-codes a
 dataset's values. Table 8 written as recipes (ResNet-50 from scratch, 224 px; the paper's batch is
 the global batch over 8 GPUs, "-" in the table is read as "not used"):
 
@@ -26,15 +32,22 @@ milestone m takes effect from 0-based epoch m - 1 (torch's MultiStepLR: from epo
 from __future__ import annotations
 
 import dataclasses
+import io
+import multiprocessing
+import tarfile
 import typing
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
+from PIL import Image
 from timm.data import Mixup, create_transform, resolve_data_config
 from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
+from torch.utils.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,9 @@ def parse_recipe(raw: dict[str, Any]) -> Recipe:
     unknown = sorted(set(raw) - set(hints))
     if unknown:
         raise ValueError(f"unknown recipe key(s) {unknown}; known keys: {sorted(hints)}")
-    required = [f.name for f in dataclasses.fields(Recipe) if f.default is f.default_factory is dataclasses.MISSING]
+    required = [
+        f.name for f in dataclasses.fields(Recipe) if f.default is f.default_factory is dataclasses.MISSING
+    ]
     missing = [name for name in required if name not in raw]
     if missing:
         raise ValueError(f"recipe lacks required key(s) {missing}")
@@ -198,3 +213,92 @@ def create_eval_transform(data_config: dict[str, Any]):
     """Resize + center-crop + normalise transform from a (JSON round-tripped) timm data config."""
     config = {key: tuple(value) if isinstance(value, list) else value for key, value in data_config.items()}
     return create_transform(**config, is_training=False)
+
+
+@dataclass(frozen=True)
+class SampleTable:
+    """Where each image's encoded bytes live: ``path[i]`` at ``offset[i]``, ``size[i]`` bytes (-1: whole
+    file). numpy arrays (paths as bytes) rather than Python objects so that forked DataLoader workers
+    share them without copy-on-write growth."""
+
+    path: np.ndarray
+    offset: np.ndarray
+    size: np.ndarray
+    label: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+def make_table(paths: list[str], offsets: list[int], sizes: list[int], labels: list[int]) -> SampleTable:
+    """Pack per-image lists into a :class:`SampleTable`."""
+    return SampleTable(
+        np.array([p.encode() for p in paths], dtype=bytes),
+        np.asarray(offsets, dtype=np.int64),
+        np.asarray(sizes, dtype=np.int64),
+        np.asarray(labels, dtype=np.int64),
+    )
+
+
+def scan_shard(path: str) -> SampleTable:
+    """Locate every sample's ``jpg`` in a webdataset tar from the tar headers, reading only ``cls``.
+
+    Members are grouped by the name before the LAST dot: our keys contain a dot (``<id>.p<pass>``),
+    which webdataset's own first-dot rule would split into the extension ``p<pass>.jpg``.
+    """
+    samples: dict[str, dict[str, tarfile.TarInfo]] = {}
+    with tarfile.open(path, "r:") as tar:
+        for info in tar:
+            if info.isfile():
+                key, _, ext = info.name.rpartition(".")
+                samples.setdefault(key, {})[ext] = info
+        incomplete = [key for key, members in samples.items() if not {"jpg", "cls"} <= members.keys()]
+        if incomplete:
+            raise ValueError(f"shard {path}: samples without jpg/cls members, e.g. {incomplete[:3]}")
+        labels = [int(tar.extractfile(members["cls"]).read()) for members in samples.values()]
+    jpgs = [members["jpg"] for members in samples.values()]
+    return make_table([path] * len(jpgs), [m.offset_data for m in jpgs], [m.size for m in jpgs], labels)
+
+
+def scan_shards(paths: list[str], processes: int) -> list[SampleTable]:
+    """:func:`scan_shard` over many shards in parallel: parsing tar headers costs ~0.1 ms of CPU per
+    member, i.e. ~7 CPU-minutes for 1.3M synthetic samples, at every (re)start of a run."""
+    if processes < 2 or len(paths) < 2:
+        return [scan_shard(path) for path in paths]
+    with multiprocessing.Pool(min(processes, len(paths))) as pool:
+        return pool.map(scan_shard, paths)
+
+
+def real_table(index: pd.DataFrame, split: str) -> SampleTable:
+    """The image files of one split of ``index.parquet`` (whole files)."""
+    rows = index[index["split"] == split]
+    return make_table(rows["path"].tolist(), [0] * len(rows), [-1] * len(rows), rows["label"].tolist())
+
+
+def concat_tables(tables: list[SampleTable], num_classes: int) -> SampleTable:
+    """All sources as one table; labels outside ``[0, num_classes)`` are an error, not a crash later."""
+    table = SampleTable(
+        *(np.concatenate([getattr(t, f) for t in tables]) for f in ("path", "offset", "size", "label"))
+    )
+    if len(table) and not 0 <= table.label.min() <= table.label.max() < num_classes:
+        raise ValueError(
+            f"labels span {table.label.min()}..{table.label.max()}, num_classes is {num_classes}"
+        )
+    return table
+
+
+class ImageBytesDataset(Dataset):
+    """Decodes the image at row ``i`` of a :class:`SampleTable` to RGB and applies ``transform``."""
+
+    def __init__(self, table: SampleTable, transform) -> None:
+        self.table, self.transform = table, transform
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        with open(self.table.path[i].decode(), "rb") as fh:
+            fh.seek(int(self.table.offset[i]))
+            data = fh.read(int(self.table.size[i]))
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        return self.transform(image), int(self.table.label[i])

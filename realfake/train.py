@@ -1,11 +1,8 @@
 """Train a timm classifier on synthetic shards and/or the real train split (paper Table 1, App. F).
 
-Data: every training image is located by (file, byte offset, byte size): a synthetic sample is its
-``jpg`` member inside a webdataset tar (found once from the tar headers), a real image is a whole
-file. One map-style dataset over both gives a true global shuffle of real + synthetic images each
-epoch (synthetic shards are written in index order, i.e. sorted by class, so a streaming shuffle
-buffer would see few classes at a time) and an epoch order that is a pure function of (seed, epoch),
-which makes resuming exact. Nothing but offsets is held in memory.
+Data: one map-style dataset over synthetic shard samples and real files (``realfake.recipes``
+``SampleTable``), shuffled globally each epoch in an order that is a pure function of (seed, epoch),
+which makes resuming exact.
 
 Resuming: the state in ``--state-dir`` is saved after every epoch, and on SIGTERM/SIGUSR1 after the
 current step (then the process exits with 75, EX_TEMPFAIL: rerun the same command to continue).
@@ -14,12 +11,10 @@ current step (then the process exits with 75, EX_TEMPFAIL: rerun the same comman
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import signal
 import sys
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +22,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from realfake.io import atomic_path, set_offline
-from realfake.models import create_classifier
+from realfake.models import create_classifier, resolve_device
 from realfake.recipes import (
+    ImageBytesDataset,
     Recipe,
+    concat_tables,
     create_loss,
     create_mixup,
     create_optimizer,
@@ -43,85 +39,11 @@ from realfake.recipes import (
     create_train_transform,
     eval_data_config,
     parse_recipe,
+    real_table,
+    scan_shards,
 )
 
 EXIT_RESUMABLE = 75  # EX_TEMPFAIL: the state is saved, rerunning the same command continues the run
-
-
-@dataclass(frozen=True)
-class SampleTable:
-    """Where each image's encoded bytes live: ``path[i]`` at ``offset[i]``, ``size[i]`` bytes (-1: whole
-    file). numpy arrays (paths as bytes) rather than Python objects so that forked DataLoader workers
-    share them without copy-on-write growth."""
-
-    path: np.ndarray
-    offset: np.ndarray
-    size: np.ndarray
-    label: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.label)
-
-
-def make_table(paths: list[str], offsets: list[int], sizes: list[int], labels: list[int]) -> SampleTable:
-    """Pack per-image lists into a :class:`SampleTable`."""
-    return SampleTable(
-        np.array([p.encode() for p in paths], dtype=bytes),
-        np.asarray(offsets, dtype=np.int64),
-        np.asarray(sizes, dtype=np.int64),
-        np.asarray(labels, dtype=np.int64),
-    )
-
-
-def scan_shard(path: str) -> SampleTable:
-    """Locate every sample's ``jpg`` in a webdataset tar from the tar headers, reading only ``cls``.
-
-    Members are grouped by the name before the LAST dot: our keys contain a dot (``<id>.p<pass>``),
-    which webdataset's own first-dot rule would split into the extension ``p<pass>.jpg``.
-    """
-    samples: dict[str, dict[str, tarfile.TarInfo]] = {}
-    with tarfile.open(path, "r:") as tar:
-        for info in tar:
-            if info.isfile():
-                key, _, ext = info.name.rpartition(".")
-                samples.setdefault(key, {})[ext] = info
-        incomplete = [key for key, members in samples.items() if not {"jpg", "cls"} <= members.keys()]
-        if incomplete:
-            raise ValueError(f"shard {path}: samples without jpg/cls members, e.g. {incomplete[:3]}")
-        labels = [int(tar.extractfile(members["cls"]).read()) for members in samples.values()]
-    jpgs = [members["jpg"] for members in samples.values()]
-    return make_table([path] * len(jpgs), [m.offset_data for m in jpgs], [m.size for m in jpgs], labels)
-
-
-def real_table(index: pd.DataFrame, split: str) -> SampleTable:
-    """The image files of one split of ``index.parquet`` (whole files)."""
-    rows = index[index["split"] == split]
-    return make_table(rows["path"].tolist(), [0] * len(rows), [-1] * len(rows), rows["label"].tolist())
-
-
-def concat_tables(tables: list[SampleTable], num_classes: int) -> SampleTable:
-    """All sources as one table; labels outside ``[0, num_classes)`` are an error, not a crash later."""
-    table = SampleTable(*(np.concatenate([getattr(t, f) for t in tables]) for f in ("path", "offset", "size", "label")))
-    if len(table) and not 0 <= table.label.min() <= table.label.max() < num_classes:
-        raise ValueError(f"labels span {table.label.min()}..{table.label.max()}, num_classes is {num_classes}")
-    return table
-
-
-class ImageBytesDataset(Dataset):
-    """Decodes the image at row ``i`` of a :class:`SampleTable` to RGB and applies ``transform``."""
-
-    def __init__(self, table: SampleTable, transform) -> None:
-        self.table, self.transform = table, transform
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        with open(self.table.path[i].decode(), "rb") as fh:
-            fh.seek(int(self.table.offset[i]))
-            data = fh.read(int(self.table.size[i]))
-        image = Image.open(io.BytesIO(data)).convert("RGB")
-        return self.transform(image), int(self.table.label[i])
 
 
 def seed_everything(seed: int) -> None:
@@ -136,7 +58,9 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(torch.initial_seed() % 2**32)
 
 
-def epoch_loader(dataset: Dataset, batch_size: int, *, seed: int, epoch: int, skip_batches: int, workers: int):
+def epoch_loader(
+    dataset: Dataset, batch_size: int, *, seed: int, epoch: int, skip_batches: int, workers: int
+):
     """Batches of ``epoch`` in an order fixed by (seed, epoch), minus the first ``skip_batches``."""
     epoch_seed = seed * 1_000_003 + epoch
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(epoch_seed))
@@ -172,7 +96,9 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
     """Inverse of :func:`rng_state`."""
     torch.set_rng_state(state["torch"])
     pos, has_gauss, gauss = state["numpy_extra"].tolist()
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss), gauss))
+    np.random.set_state(
+        ("MT19937", state["numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss), gauss)
+    )
     version, *internal = state["python"].tolist()
     gauss_next = state["python_gauss"].tolist()
     random.setstate((version, tuple(internal), gauss_next[0] if gauss_next else None))
@@ -249,7 +175,9 @@ class Trainer:
         """Restore a state saved by :meth:`save`; returns (epoch, step) to continue from."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state["fingerprint"] != fingerprint:
-            raise ValueError(f"state {path} belongs to another run ({state['fingerprint']}); delete it to restart")
+            raise ValueError(
+                f"state {path} belongs to another run ({state['fingerprint']}); delete it to restart"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -258,7 +186,9 @@ class Trainer:
         return state["epoch"], state["step"]
 
 
-def fit(trainer: Trainer, dataset: Dataset, *, seed: int, workers: int, state_path: Path, stop: StopFlag) -> bool:
+def fit(
+    trainer: Trainer, dataset: Dataset, *, seed: int, workers: int, state_path: Path, stop: StopFlag
+) -> bool:
     """Train for ``recipe.epochs`` epochs, resuming from ``state_path`` if present.
 
     Returns False when stopped by a signal (the state is saved), True when all epochs are done.
@@ -270,7 +200,9 @@ def fit(trainer: Trainer, dataset: Dataset, *, seed: int, workers: int, state_pa
     epoch, step = trainer.load(state_path, fingerprint) if state_path.exists() else (0, 0)
     trainer.scheduler.step(epoch)
     while epoch < recipe.epochs:
-        loader = epoch_loader(dataset, recipe.batch_size, seed=seed, epoch=epoch, skip_batches=step, workers=workers)
+        loader = epoch_loader(
+            dataset, recipe.batch_size, seed=seed, epoch=epoch, skip_batches=step, workers=workers
+        )
         lr, start, losses = trainer.optimizer.param_groups[0]["lr"], time.perf_counter(), []
         trainer.model.train()
         for images, labels in tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False):
@@ -316,7 +248,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pretrained", help="folder with model.safetensors to start from")
     parser.add_argument("--recipe", required=True, help="JSON training recipe (realfake.recipes)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--state-dir", required=True, help="resumable training state lives here")
     parser.add_argument("--out", required=True, help="classifier.safetensors")
@@ -333,19 +265,22 @@ def main(argv: list[str] | None = None) -> None:
     set_offline()
     seed_everything(args.seed)
     recipe = parse_recipe(json.loads(args.recipe))
-    model_args = json.loads(args.model_args)
-    drop_path = {"drop_path_rate": recipe.drop_path} if recipe.drop_path else {}
-    model = create_classifier(args.arch, args.num_classes, {**model_args, **drop_path}, args.pretrained)
-    tables = [scan_shard(shard) for shard in args.shards]
+    tables = scan_shards(args.shards, args.workers)
     if args.real:
         tables.append(real_table(pd.read_parquet(args.index), "train"))
     table = concat_tables(tables, args.num_classes)
+    model_args = json.loads(args.model_args)
+    drop_path = {"drop_path_rate": recipe.drop_path} if recipe.drop_path else {}
+    model = create_classifier(args.arch, args.num_classes, {**model_args, **drop_path}, args.pretrained)
     print(f"training on {len(table)} images ({len(args.shards)} shards, real={args.real})", flush=True)
     dataset = ImageBytesDataset(table, create_train_transform(recipe, model))
-    trainer = Trainer(model.to(args.device), recipe, torch.device(args.device))
+    device = torch.device(resolve_device(args.device))
+    trainer = Trainer(model.to(device), recipe, device)
     state_path = Path(args.state_dir) / "state.pt"
     with StopFlag() as stop:
-        finished = fit(trainer, dataset, seed=args.seed, workers=args.workers, state_path=state_path, stop=stop)
+        finished = fit(
+            trainer, dataset, seed=args.seed, workers=args.workers, state_path=state_path, stop=stop
+        )
     if not finished:
         print(f"stopped by signal; state saved to {state_path}; rerun to resume", file=sys.stderr)
         raise SystemExit(EXIT_RESUMABLE)

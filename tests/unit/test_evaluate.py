@@ -52,7 +52,9 @@ def test_evaluate_writes_metrics_of_the_test_split(tmp_path, capsys):
     checkpoint = tmp_path / "classifier.safetensors"
     write_checkpoint(checkpoint, 3, eval_transform)
     out = tmp_path / "metrics.json"
-    evaluate.main(["--index", str(index), "--checkpoint", str(checkpoint), "--batch-size", "4", "--out", str(out)])
+    evaluate.main(
+        ["--index", str(index), "--checkpoint", str(checkpoint), "--batch-size", "4", "--out", str(out)]
+    )
     metrics = json.loads(out.read_text())
     assert (metrics["num_test"], metrics["num_classes"], metrics["top5_k"]) == (6, 3, 3)
     assert metrics["top5"] == 1.0 and 0 <= metrics["top1"] <= 1

@@ -63,7 +63,12 @@ def write_shard(path: Path, index: Path, levels: list[tuple[int, int, int]], syn
     rows = pd.read_parquet(index).query("split == 'train'")
     with wds.TarWriter(str(path)) as writer:
         for row in rows.itertuples():
-            meta = {"image_id": row.image_id, "label": row.label, "class_name": row.class_name, "pass": synth_pass}
+            meta = {
+                "image_id": row.image_id,
+                "label": row.label,
+                "class_name": row.class_name,
+                "pass": synth_pass,
+            }
             writer.write(
                 {
                     "__key__": f"{row.image_id.replace('/', '__')}.p{synth_pass}",
@@ -80,7 +85,11 @@ def tiny(tmp_path):
     """3 colour classes: 4 train + 2 test real images each, and one 12-sample synthetic shard."""
     levels = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
     index = write_index(tmp_path / "data", levels, n_train=4, n_test=2)
-    return {"index": index, "shard": write_shard(tmp_path / "shard-00000.tar", index, levels), "tmp": tmp_path}
+    return {
+        "index": index,
+        "shard": write_shard(tmp_path / "shard-00000.tar", index, levels),
+        "tmp": tmp_path,
+    }
 
 
 def train_argv(tiny: dict, recipe: dict, name: str, *extra: str) -> list[str]:
@@ -140,12 +149,23 @@ def test_recipe_validation_names_the_key(change, message):
 
 
 def test_scan_shard_locates_contract_samples(tiny):
-    table = train.scan_shard(str(tiny["shard"]))
+    table = recipes.scan_shard(str(tiny["shard"]))
     assert table.label.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     first = next(iter(wds.WebDataset(str(tiny["shard"]), shardshuffle=False)))
     with open(tiny["shard"], "rb") as fh:
         fh.seek(table.offset[0])
         assert fh.read(table.size[0]) == first["p0.jpg"]  # webdataset's first-dot split: ext "p0.jpg"
+
+
+def test_scan_shards_in_parallel_equals_sequential(tiny):
+    second = write_shard(tiny["tmp"] / "shard-00001.tar", tiny["index"], [(9, 9, 9)] * 3, synth_pass=1)
+    paths = [str(tiny["shard"]), str(second)]
+    for parallel, sequential in zip(
+        recipes.scan_shards(paths, 2), recipes.scan_shards(paths, 0), strict=True
+    ):
+        assert all(
+            np.array_equal(getattr(parallel, f), getattr(sequential, f)) for f in ("path", "offset", "label")
+        )
 
 
 def test_train_writes_loadable_checkpoint(tiny, capsys):
@@ -168,7 +188,7 @@ def test_train_writes_loadable_checkpoint(tiny, capsys):
 
 def interrupt_at(monkeypatch, call: int, sig: signal.Signals) -> None:
     """Make the ``call``-th image read (1-based) deliver ``sig`` to this process, as SLURM would."""
-    read, calls = train.ImageBytesDataset.__getitem__, []
+    read, calls = recipes.ImageBytesDataset.__getitem__, []
 
     def getitem(self, i):
         calls.append(i)
@@ -176,10 +196,12 @@ def interrupt_at(monkeypatch, call: int, sig: signal.Signals) -> None:
             os.kill(os.getpid(), sig)
         return read(self, i)
 
-    monkeypatch.setattr(train.ImageBytesDataset, "__getitem__", getitem)
+    monkeypatch.setattr(recipes.ImageBytesDataset, "__getitem__", getitem)
 
 
-@pytest.mark.parametrize(("call", "sig", "saved_at"), [(12, signal.SIGTERM, (1, 0)), (5, signal.SIGUSR1, (0, 2))])
+@pytest.mark.parametrize(
+    ("call", "sig", "saved_at"), [(12, signal.SIGTERM, (1, 0)), (5, signal.SIGUSR1, (0, 2))]
+)
 def test_resume_equals_uninterrupted_run(tiny, monkeypatch, call, sig, saved_at):
     # 12 samples / batch 4 = 3 steps per epoch; the augmentations, mixup and drop-path all draw
     # random numbers, so equality needs the epoch order, the RNG states and the optimizer restored.
