@@ -8,6 +8,8 @@ sampling go through :func:`encode_condition`, so they see identical conditioning
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 
@@ -17,9 +19,8 @@ def format_prompt(template: str, class_name: str, caption: str = "") -> str:
     An empty caption (tiny captioners may emit EOS at once) leaves no trailing ", ".
     """
     text = template.format(class_name=class_name, caption=caption.strip())
-    while ", ," in text:
-        text = text.replace(", ,", ",")
-    return text.strip().rstrip(",").strip()
+    text = re.sub(r",(\s*,)+", ",", text)
+    return text.strip().strip(",").strip()
 
 
 def inject_guidance(hidden: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:

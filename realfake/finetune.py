@@ -40,7 +40,7 @@ from PIL import Image
 from realfake.conditioning import encode_condition, format_prompt
 from realfake.io import atomic_path, set_offline
 from realfake.losses import min_snr_weights, realfake_loss, snr
-from realfake.models import load_sd_components
+from realfake.models import load_sd_components, resolve_device
 
 log = logging.getLogger("realfake.finetune")
 
@@ -262,7 +262,7 @@ class Trainer:
             raise ValueError("state LoRA weights do not match the UNet's adapter")
         self.models.unet.load_state_dict(state["lora"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
-        pass
+        self.sampler.load_state_dict(state["sampler"])
         self.generator.set_state(state["generator"])
         set_global_rng_state(state["rng"])
         self.step = state["step"]
@@ -356,6 +356,7 @@ def save_lora(unet: torch.nn.Module, out: Path) -> None:
 
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     metadata = unet.peft_config["default"].to_dict()
+    metadata["target_modules"] = sorted(metadata["target_modules"])  # a set: stable metadata
     with atomic_path(out) as tmp, tempfile.TemporaryDirectory(dir=out.parent) as folder:
         StableDiffusionPipeline.save_lora_weights(
             folder, unet_lora_layers=layers, safe_serialization=True, unet_lora_adapter_metadata=metadata
@@ -385,13 +386,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-visual-guidance", action="store_true", help="ablation: no class-mean token")
     p.add_argument("--no-caption", action="store_true", help="ablation: empty caption in the prompt")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto = cuda if available; training is fp32")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: leave as set)")
     args = p.parse_args(argv)
     if args.captions is None and not args.no_caption:
         p.error("--captions is required unless --no-caption")
     if args.class_means is None and not args.no_visual_guidance:
         p.error("--class-means is required unless --no-visual-guidance")
+    steps_or_epochs = args.max_steps if args.max_steps is not None else args.epochs
+    if min(args.checkpoint_every, steps_or_epochs, args.batch_size) < 1:
+        p.error("--checkpoint-every, --max-steps, --epochs and --batch-size must be positive")
     return args
 
 
@@ -409,7 +413,8 @@ def main(argv: list[str] | None = None) -> None:
     table = training_table(pd.read_parquet(args.index), captions)
     means = None if args.no_visual_guidance else torch.load(args.class_means, weights_only=True)["means"]
     steps = total_steps(len(table), cfg.batch_size, args.max_steps, args.epochs)
-    trainer = make_trainer(load_models(args.model, cfg.rank, args.device, cfg.seed), len(table), cfg)
+    models = load_models(args.model, cfg.rank, resolve_device(args.device), cfg.seed)
+    trainer = make_trainer(models, len(table), cfg)
     args.state_dir.mkdir(parents=True, exist_ok=True)
     resume(trainer, cfg, args.state_dir)
     start_step, start_time = trainer.step, time.time()

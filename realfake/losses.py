@@ -53,4 +53,5 @@ def realfake_loss(
     eps_term = weighted_eps_loss(pred, noise, weights)
     mmd_term = mmd_batch_mean(pred, noise, weights)
     total = eps_term + mmd_weight * mmd_term if mmd_weight else eps_term
-    return total, {"loss": float(total), "eps": float(eps_term), "mmd": float(mmd_term)}
+    parts = {"loss": total.item(), "eps": eps_term.item(), "mmd": mmd_term.item()}
+    return total, parts

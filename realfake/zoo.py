@@ -38,7 +38,7 @@ class TinySizes:
 
     hidden: int = 32
     unet_channels: tuple[int, int] = (32, 64)
-    vae_channels: tuple[int, int] = (32, 64)
+    vae_channels: tuple[int, ...] = (16, 32, 32, 32)
     image_size: int = 64
     clip_image_size: int = 32
     layers: int = 2
@@ -79,7 +79,7 @@ def build_sd(out: Path, sizes: TinySizes) -> None:
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=sizes.image_size // 2,
+        sample_size=sizes.image_size // 2 ** (len(sizes.vae_channels) - 1),
         in_channels=4,
         out_channels=4,
         layers_per_block=1,

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from realfake import finetune as ft
@@ -104,6 +105,10 @@ def test_train_moves_lora_and_file_reloads_exactly(tiny_zoo, tiny_inputs, tmp_pa
     out = tmp_path / "lora" / "lora.safetensors"
     ft.save_lora(models.unet, out)
     assert sorted(p.name for p in out.parent.iterdir()) == ["lora.safetensors"]
+    with safe_open(out, "pt") as fh:
+        metadata = json.loads(fh.metadata()["lora_adapter_metadata"])
+    assert metadata["unet.target_modules"] == sorted(ft.LORA_TARGETS)  # sorted: stable across processes
+    assert metadata["unet.r"] == metadata["unet.lora_alpha"] == CFG.rank
     expected = unet_output(models.unet.eval())
     pipe = load_sd_pipeline(str(tiny_zoo / "sd"))
     base = unet_output(pipe.unet)
@@ -152,7 +157,8 @@ def test_resumed_run_equals_uninterrupted(tiny_zoo, tiny_inputs, tmp_path, monke
     with caplog.at_level(logging.INFO, logger="realfake.finetune"):
         ft.main(argv)
     assert "resuming from step 3" in caplog.text
-    straight, resumed = load_file(tmp_path / "straight.safetensors"), load_file(tmp_path / "resumed.safetensors")
+    straight = load_file(tmp_path / "straight.safetensors")
+    resumed = load_file(tmp_path / "resumed.safetensors")
     assert straight.keys() == resumed.keys() and straight
     assert all(torch.allclose(straight[k], resumed[k]) for k in straight)
     logs = [(tmp_path / d / ft.LOG_FILE).read_text() for d in ("s1", "s2")]

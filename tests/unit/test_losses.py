@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from realfake.losses import mmd_batch_mean, min_snr_weights, realfake_loss, snr, weighted_eps_loss
+from realfake.losses import min_snr_weights, mmd_batch_mean, realfake_loss, snr, weighted_eps_loss
 
 # Two samples of two elements: residuals (pred - noise) are [1, 2] and [3, 0]; weights 1 and 0.5.
 PRED = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
