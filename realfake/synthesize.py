@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from realfake.conditioning import encode_condition, format_prompt
 from realfake.io import atomic_path, set_offline
-from realfake.models import load_sd_pipeline
+from realfake.models import load_sd_pipeline, resolve_device
 from realfake.shards import sample_seed, shard_rows
 
 DEFAULT_PROMPT = "photo of {class_name}, {caption}"
@@ -262,7 +262,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jpeg-quality", type=int, default=95)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0, help="base seed of sample_seed")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: as set by caller)")
     return p.parse_args(argv)
 
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     where = (args.shard, args.shard_size, args.synth_pass, args.seed)
     plan = shard_plan(index, captions, *where, template=args.prompt, use_caption=not args.no_caption)
     means = None if args.no_visual_guidance else torch.load(args.class_means, weights_only=True)["means"]
-    pipe = load_pipeline(args.model, args.lora, args.device, args.txt2img)
+    pipe = load_pipeline(args.model, args.lora, resolve_device(args.device), args.txt2img)
     start = time.perf_counter()
     jpegs = synthesize(pipe, plan, means, settings, args.negative_prompt, args.batch_size, args.jpeg_quality)
     elapsed = time.perf_counter() - start
