@@ -9,10 +9,14 @@ from realfake.config import validate
 from realfake.shards import num_shards
 
 # Every job runs offline (a model missing from disk is an error, never a download) and imports
-# this checkout's realfake package, whatever environment (venv, conda) runs it.
+# this checkout's realfake package. Without --sdm conda, jobs use the Python that runs Snakemake
+# (e.g. .venv/bin), so an unactivated venv works too.
+_python_bin = "" if workflow.deployment_settings.deployment_method else Path(sys.executable).parent
 shell.prefix(
-    "set -euo pipefail; export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1"
-    f" PYTHONPATH='{workflow.basedir}':\"$PYTHONPATH\"; "
+    "export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1"
+    f" PYTHONPATH='{workflow.basedir}':\"$PYTHONPATH\""
+    + (f" PATH='{_python_bin}':\"$PATH\"" if _python_bin else "")
+    + "; set -euo pipefail; "
 )
 
 validate(config, source=workflow.configfiles[0] if workflow.configfiles else None)
