@@ -11,7 +11,11 @@ from realfake.shards import num_shards
 # Every job runs offline (a model missing from disk is an error, never a download) and imports
 # this checkout's realfake package. Without --sdm conda, jobs use the Python that runs Snakemake
 # (e.g. .venv/bin), so an unactivated venv works too.
-_python_bin = "" if workflow.deployment_settings.deployment_method else Path(sys.executable).parent
+_python_bin = (
+    ""
+    if workflow.deployment_settings.deployment_method
+    else Path(sys.executable).parent
+)
 shell.prefix(
     "export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1"
     f" PYTHONPATH='{workflow.basedir}':\"$PYTHONPATH\""

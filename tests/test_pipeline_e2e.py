@@ -79,7 +79,9 @@ def test_classifier_loads_with_timm(finished_run):
     path = finished_run / "tiny_x1" / "classifier.safetensors"
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata()
-    model = timm.create_model(meta["arch"], num_classes=int(meta["num_classes"]), **json.loads(meta["model_args"]))
+    model = timm.create_model(
+        meta["arch"], num_classes=int(meta["num_classes"]), **json.loads(meta["model_args"])
+    )
     model.load_state_dict(load_file(path), strict=True)
 
 
