@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from realfake import provenance
 from realfake.index import iter_image_batches, read_index
 from realfake.io import atomic_path, set_offline
 from realfake.models import load_blip2, resolve_device, resolve_dtype
@@ -122,6 +123,7 @@ def merge(args: argparse.Namespace) -> None:
     log.info("wrote %s: %d captions", args.out, len(merged))
 
 
+@provenance.stage(inputs=("index", "model", "inputs"))
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)

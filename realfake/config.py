@@ -5,12 +5,16 @@ Used by ``rules/common.smk`` before any rule runs, so a typo costs seconds, not 
 
 from __future__ import annotations
 
+import inspect
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+
+from realfake.index import LAYOUTS
+from realfake.targets import Choices, TargetError, table_cells
 
 #: (dataset key, section it names) pairs that must resolve.
 DATASET_REFS = {"models": "models", "finetune": "finetune", "synthesis": "synthesis", "recipe": "recipes"}
@@ -74,6 +78,34 @@ def find_errors(config: dict[str, Any], schema: dict) -> list[tuple[tuple, str]]
             errors.append(
                 ((("datasets", name, "models")), f"no inference: settings named {dataset['models']!r}")
             )
+        errors += layout_option_errors(name, dataset)
+    for name, variant in config["variants"].items():
+        needs = [k for k in ("visual_guidance", "mmd") if variant[k]]
+        if needs and not variant["finetune"]:
+            message = f"{' and '.join(needs)} only work with finetune: true (App. G.5)"
+            errors.append((("variants", name), message))
+    choices = Choices.from_config(config)
+    for name, table in config["experiment"]["tables"].items():
+        try:
+            table_cells(table, choices)
+        except TargetError as err:
+            errors.append((("experiment", "tables", name), str(err)))
+    return errors
+
+
+def layout_option_errors(name: str, dataset: dict[str, Any]) -> list[tuple[tuple, str]]:
+    """Options the dataset's layout reader does not take, or required ones it lacks."""
+    params = inspect.signature(LAYOUTS[dataset["layout"]]).parameters
+    valid = [p for p in params if p != "root"]
+    given = dataset.get("layout_options", {})
+    where = ("datasets", name, "layout_options")
+    errors = [
+        (where, f"layout {dataset['layout']!r} takes no option {k!r}; valid: {valid}")
+        for k in given
+        if k not in valid
+    ]
+    required = [p for p in valid if params[p].default is inspect.Parameter.empty and p not in given]
+    errors += [(where, f"layout {dataset['layout']!r} needs option {p!r}") for p in required]
     return errors
 
 

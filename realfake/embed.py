@@ -22,9 +22,10 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from realfake import provenance
 from realfake.index import iter_image_batches, read_index
-from realfake.io import atomic_path, set_offline
-from realfake.models import load_clip_vision, resolve_device, resolve_dtype
+from realfake.io import atomic_path, load_weights_only, set_offline
+from realfake.models import check_guidance_width, load_clip_vision, resolve_device, resolve_dtype
 from realfake.shards import shard_rows
 
 log = logging.getLogger("realfake.embed")
@@ -116,6 +117,16 @@ def save_means(out: Path, means: torch.Tensor, counts: torch.Tensor) -> None:
             raise EmbeddingError(f"{out}: class means do not round-trip through torch.load")
 
 
+def load_guidance(path: str | Path, sd_model: str) -> torch.Tensor:
+    """The ``means`` of a class_means.pt for visual guidance with ``sd_model``: loaded weights-only
+    and checked against its text encoder's hidden size, before the caller loads any model."""
+    means = load_weights_only(path, "class means")
+    if not isinstance(means, dict) or not isinstance(means.get("means"), torch.Tensor):
+        raise EmbeddingError(f"{path} has no 'means' tensor: not a class_means.pt of realfake.embed")
+    check_guidance_width(means["means"], path, sd_model)
+    return means["means"]
+
+
 def run(args: argparse.Namespace) -> None:
     """Embed one shard of the train split."""
     set_offline()
@@ -142,6 +153,7 @@ def means(args: argparse.Namespace) -> None:
     log.info("wrote %s: %d class means from %d images", args.out, len(counts), int(counts.sum()))
 
 
+@provenance.stage(inputs=("index", "model", "inputs"))
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)

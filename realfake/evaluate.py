@@ -14,12 +14,12 @@ from typing import Any
 
 import pandas as pd
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from realfake.io import set_offline, sha256_file, write_json
+from realfake import provenance
+from realfake.io import safetensors_metadata, set_offline, sha256_file, write_json
 from realfake.models import create_classifier, resolve_device
 from realfake.recipes import ImageBytesDataset, create_eval_transform, real_table
 
@@ -77,8 +77,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader) -> dict[str, Any]:
 
 def load_classifier(path: str | Path) -> tuple[torch.nn.Module, dict[str, str]]:
     """Rebuild the classifier from a ``classifier.safetensors`` (strict load) and return its metadata."""
-    with safe_open(str(path), framework="pt") as fh:
-        metadata = fh.metadata() or {}
+    metadata = safetensors_metadata(path, "classifier checkpoint")
     missing = sorted({"arch", "num_classes", "model_args", "eval_transform"} - metadata.keys())
     if missing:
         raise ValueError(f"checkpoint {path} lacks metadata {missing} (see docs/stages.md)")
@@ -95,6 +94,7 @@ def class_names(index: pd.DataFrame, num_classes: int) -> list[str]:
     return [str(names.get(label, label)) for label in range(num_classes)]
 
 
+@provenance.stage(inputs=("index", "checkpoint"))
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m realfake.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--index", required=True, help="index.parquet; its test split is evaluated")

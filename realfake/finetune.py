@@ -37,8 +37,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from realfake import provenance
 from realfake.conditioning import encode_condition, format_prompt
-from realfake.io import atomic_path, set_offline
+from realfake.embed import load_guidance
+from realfake.io import atomic_path, load_weights_only, set_offline
 from realfake.losses import min_snr_weights, realfake_loss, snr
 from realfake.models import load_sd_components, resolve_device
 
@@ -120,8 +122,11 @@ def load_models(name: str, rank: int, device: str, seed: int) -> SDModels:
     return SDModels(tokenizer, text_encoder, vae, unet.to(device).train(), scheduler)
 
 
-def training_table(index: pd.DataFrame, captions: pd.DataFrame | None) -> pd.DataFrame:
-    """Train rows of ``index`` (index order) with a ``caption`` column ("" when ``captions`` is None)."""
+def training_table(
+    index: pd.DataFrame, captions: pd.DataFrame | None, source: str | Path = "captions"
+) -> pd.DataFrame:
+    """Train rows of ``index`` (index order) with a ``caption`` column ("" when ``captions`` is None);
+    a train image without a caption is an error naming the ``source`` of the captions."""
     train = index[index["split"] == "train"].reset_index(drop=True)
     if captions is None:
         return train.assign(caption="")
@@ -129,7 +134,7 @@ def training_table(index: pd.DataFrame, captions: pd.DataFrame | None) -> pd.Dat
     missing = merged["caption"].isna()
     if missing.any():
         example = merged["image_id"][missing].iloc[0]
-        raise ValueError(f"{int(missing.sum())} train images have no caption, e.g. {example}")
+        raise ValueError(f"{source}: {int(missing.sum())} train images have no caption, e.g. {example}")
     return merged
 
 
@@ -286,7 +291,7 @@ def resume(trainer: Trainer, cfg: FinetuneConfig, state_dir: Path) -> None:
     """Load ``state_dir``'s state if there is one; keep the log only up to the resumed step."""
     path, log_path = state_dir / STATE_FILE, state_dir / LOG_FILE
     if path.exists():
-        trainer.load_state_dict(torch.load(path, weights_only=True), cfg)
+        trainer.load_state_dict(load_weights_only(path, "fine-tuning state"), cfg)
         log.info("resuming from step %d", trainer.step)
     if log_path.exists():
         lines = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] <= trainer.step]
@@ -399,6 +404,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+@provenance.stage(inputs=("index", "captions", "class_means", "model"))
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     set_offline()
@@ -410,8 +416,8 @@ def main(argv: list[str] | None = None) -> None:
         args.prompt, not args.no_visual_guidance, not args.no_caption, args.seed,
     )  # fmt: skip
     captions = None if args.no_caption else pd.read_parquet(args.captions)
-    table = training_table(pd.read_parquet(args.index), captions)
-    means = None if args.no_visual_guidance else torch.load(args.class_means, weights_only=True)["means"]
+    table = training_table(pd.read_parquet(args.index), captions, args.captions)
+    means = None if args.no_visual_guidance else load_guidance(args.class_means, args.model)
     steps = total_steps(len(table), cfg.batch_size, args.max_steps, args.epochs)
     models = load_models(args.model, cfg.rank, resolve_device(args.device), cfg.seed)
     trainer = make_trainer(models, len(table), cfg)

@@ -10,7 +10,9 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +74,68 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+class UnsafeFileError(ValueError):
+    """A model, state or data file that is not what its loader accepts (e.g. a pickle, a cut tar)."""
+
+
+def load_weights_only(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU, with a refusal that names the file.
+
+    A file that needs arbitrary Python objects to unpickle (a plain pickle, a state saved with
+    classes in it) could run code when loaded: it is refused, never loaded with weights_only=False.
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reasons = [line for line in str(err).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        reason = reasons[0].strip() if reasons else "not weights-only"
+        raise UnsafeFileError(
+            f"{what} {path} is not a weights-only torch file (it needs Python objects to unpickle, "
+            f"which could run arbitrary code): refused. Re-create it with this pipeline. ({reason})"
+        ) from err
+    except (EOFError, KeyError, RuntimeError) as err:
+        raise UnsafeFileError(
+            f"{what} {path} is empty, truncated or not a torch file ({type(err).__name__}: {err})"
+        ) from err
+
+
+def safetensors_metadata(path: str | os.PathLike, what: str = "weights") -> dict[str, str]:
+    """The string metadata of a safetensors file; any other file (e.g. a pickle named
+    ``.safetensors``) is refused with an error naming it, before a model is built around it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return fh.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise UnsafeFileError(f"{what} {path} is not a readable safetensors file ({err})") from err
+
+
+@contextlib.contextmanager
+def open_tar(path: str | os.PathLike) -> Iterator[tarfile.TarFile]:
+    """Open an uncompressed tar for reading; a truncated or corrupt archive, found anywhere in the
+    ``with`` block or by a check of the remaining headers at its end, is an error naming ``path``.
+
+    tarfile takes a file cut exactly between two members for a normal end of the archive, so the
+    end-of-archive marker (two zero blocks, which every tar writer appends) is checked too.
+    """
+    try:
+        with tarfile.open(path, "r:") as tar:
+            yield tar
+            tar.getmembers()  # the headers the block did not iterate over
+            tar.fileobj.seek(tar.offset)
+            end = tar.fileobj.read(2 * tarfile.BLOCKSIZE)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise UnsafeFileError(f"tar shard {path} is truncated or corrupt ({err}): re-create it") from err
+    if end != bytes(2 * tarfile.BLOCKSIZE):
+        raise UnsafeFileError(
+            f"tar shard {path} is truncated: its members end at byte {tar.offset} without the tar "
+            "end-of-archive marker (an interrupted write or copy?): re-create it"
+        )
 
 
 def set_offline() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from realfake.io import set_offline
+from realfake.io import safetensors_metadata, set_offline
 
 
 def resolve_device(name: str = "auto") -> str:
@@ -63,6 +63,34 @@ def check_tokenizer(tokenizer, text_encoder, name: str) -> None:
         raise ModelLoadError(
             f"tokenizer of {name!r} has {len(tokenizer)} tokens but its text encoder expects "
             f"{expected}: the tokenizer files are missing or corrupt"
+        )
+
+
+def text_hidden_size(name: str) -> int:
+    """Hidden size of the SD text encoder of ``name``, read from its config.json alone (no weights).
+
+    ``CLIPTextConfig.from_pretrained`` silently returns the default config (512) for a folder
+    without one, so the file itself is looked up and a missing one is an error.
+    """
+    from transformers.utils import cached_file
+
+    where = dict(filename="config.json", subfolder="text_encoder")
+    config = _load("SD text encoder config", name, cached_file, **where)
+    if config is None:
+        raise ModelLoadError(f"Stable Diffusion model {name!r} has no text_encoder/config.json")
+    return int(json.loads(Path(config).read_text())["hidden_size"])
+
+
+def check_guidance_width(means: torch.Tensor, means_file: str | os.PathLike, name: str) -> None:
+    """Visual guidance replaces the last text token, so the class means must be as wide as the
+    text encoder's hidden states: checked from the configs, before any model is loaded."""
+    hidden = text_hidden_size(name)
+    if means.ndim != 2 or means.shape[1] != hidden:
+        raise ValueError(
+            f"class means {means_file} have shape {tuple(means.shape)}, but visual guidance with {name!r} "
+            f"needs [num_classes, {hidden}]: the CLIP image-embedding dimension ({means.shape[-1]}) must "
+            f"equal the text encoder's hidden size ({hidden}); embed with a CLIP model whose projection "
+            "matches this Stable Diffusion"
         )
 
 
@@ -129,6 +157,7 @@ def create_classifier(
         folder = Path(pretrained)
         if not (folder / "model.safetensors").is_file():
             raise ModelLoadError(f"pretrained classifier {pretrained!r} has no model.safetensors")
+        safetensors_metadata(folder / "model.safetensors", "pretrained classifier")  # a pickle: named error
         own = model.state_dict()
         state = {
             k: v

@@ -49,6 +49,8 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch.utils.data import Dataset
 
+from realfake.io import open_tar
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -244,10 +246,11 @@ def scan_shard(path: str) -> SampleTable:
     """Locate every sample's ``jpg`` in a webdataset tar from the tar headers, reading only ``cls``.
 
     Members are grouped by the name before the LAST dot: our keys contain a dot (``<id>.p<pass>``),
-    which webdataset's own first-dot rule would split into the extension ``p<pass>.jpg``.
+    which webdataset's own first-dot rule would split into the extension ``p<pass>.jpg``. A truncated
+    or corrupt shard is an error naming it (:func:`realfake.io.open_tar`), not a silently short one.
     """
     samples: dict[str, dict[str, tarfile.TarInfo]] = {}
-    with tarfile.open(path, "r:") as tar:
+    with open_tar(path) as tar:
         for info in tar:
             if info.isfile():
                 key, _, ext = info.name.rpartition(".")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import tarfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,8 +22,10 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from realfake import provenance
 from realfake.conditioning import encode_condition, format_prompt
-from realfake.io import atomic_path, set_offline
+from realfake.embed import load_guidance
+from realfake.io import atomic_path, open_tar, safetensors_metadata, set_offline
 from realfake.models import load_sd_pipeline, resolve_device
 from realfake.shards import sample_seed, shard_rows
 
@@ -60,11 +61,12 @@ def shard_plan(
     base_seed: int,
     template: str,
     use_caption: bool = True,
+    source: str | Path = "captions",
 ) -> pd.DataFrame:
     """The shard's train rows (index order) with ``caption``, ``prompt``, ``seed`` and ``key``.
 
-    A row without a caption is an error when captions are used: a silently empty caption would
-    change the condition of that sample without anyone noticing.
+    A row without a caption is an error naming the captions' ``source`` when captions are used: a
+    silently empty caption would change the condition of that sample without anyone noticing.
     """
     rows = shard_rows(index, "train", shard, shard_size).reset_index(drop=True)
     if use_caption:
@@ -72,7 +74,7 @@ def shard_plan(
         missing = ~rows["image_id"].isin(lookup.index)
         if missing.any():
             first = rows["image_id"][missing].iloc[0]
-            raise ValueError(f"{missing.sum()} shard rows have no caption, e.g. {first!r}")
+            raise ValueError(f"{source}: {missing.sum()} shard rows have no caption, e.g. {first!r}")
         caption = rows["image_id"].map(lookup).fillna("").astype(str)
     else:
         caption = pd.Series([""] * len(rows), dtype=str)
@@ -178,7 +180,7 @@ def write_shard(samples: Iterable[dict], path: str | Path) -> None:
 
 def read_shard(path: str | Path) -> Iterator[dict]:
     """Yield ``{"key", "jpg", "image", "label", "meta"}`` per sample of a synthetic shard, in order."""
-    with tarfile.open(path) as tar:
+    with open_tar(path) as tar:
         current: dict = {}
         for member in tar:
             key, _, ext = member.name.rpartition(".")  # last dot: also reads keys like "<id>.p0"
@@ -226,24 +228,30 @@ def synthesize(
     negative_prompt: str,
     batch_size: int,
     jpeg_quality: int,
-) -> list[bytes]:
-    """JPEG bytes of every plan row (plan order), generated in class-sorted batches."""
-    out: dict[int, bytes] = {}
+) -> Iterator[bytes]:
+    """JPEG bytes of every plan row in plan order, generated in class-sorted batches and yielded as
+    soon as the rows before them are done (at once for a label-sorted index), so a shard streams to
+    disk instead of piling up in memory."""
+    done: dict[int, bytes] = {}
+    order, cursor = list(plan.index), 0
     for batch in tqdm(class_batches(plan, batch_size), desc="synthesize", unit="batch"):
         guidance = None if class_means is None else class_means[torch.tensor(batch["label"].tolist())]
         positive, negative = condition_embeds(pipe, list(batch["prompt"]), guidance, negative_prompt)
         images = None if settings.txt2img else [load_image(p, settings.resolution) for p in batch["path"]]
         results = generate_batch(pipe, images, positive, negative, generators(batch["seed"]), settings)
-        out.update(
+        done.update(
             {pos: encode_jpeg(img, jpeg_quality) for pos, img in zip(batch.index, results, strict=True)}
         )
-    return [out[pos] for pos in plan.index]
+        while cursor < len(order) and order[cursor] in done:
+            yield done.pop(order[cursor])
+            cursor += 1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for flag in ("--index", "--captions", "--class-means", "--model", "--out"):
+    for flag in ("--index", "--class-means", "--model", "--out"):
         p.add_argument(flag, required=True)
+    p.add_argument("--captions", help="captions.parquet; not read with --no-caption")
     p.add_argument("--lora", default=None, help="diffusers-format LoRA .safetensors")
     p.add_argument("--pass", dest="synth_pass", type=int, default=0, help="synthesis pass (seeds differ)")
     p.add_argument("--shard", type=int, required=True)
@@ -264,9 +272,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="base seed of sample_seed")
     p.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: as set by caller)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.no_caption and not args.captions:
+        p.error("--captions is required unless --no-caption")
+    return args
 
 
+@provenance.stage(inputs=("index", "captions", "class_means", "model", "lora"))
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     set_offline()
@@ -276,22 +288,21 @@ def main(argv: list[str] | None = None) -> None:
         args.steps, args.guidance_scale, args.strength, args.lora_scale, args.resolution, args.txt2img
     )
     index = pd.read_parquet(args.index)
-    captions = pd.read_parquet(args.captions)
+    captions = None if args.no_caption else pd.read_parquet(args.captions)
     where = (args.shard, args.shard_size, args.synth_pass, args.seed)
-    plan = shard_plan(index, captions, *where, template=args.prompt, use_caption=not args.no_caption)
-    means = None if args.no_visual_guidance else torch.load(args.class_means, weights_only=True)["means"]
+    plan = shard_plan(
+        index, captions, *where, template=args.prompt, use_caption=not args.no_caption, source=args.captions
+    )
+    means = None if args.no_visual_guidance else load_guidance(args.class_means, args.model)
+    if args.lora:
+        safetensors_metadata(args.lora, "LoRA")  # a pickle or cut file is refused before the model loads
     pipe = load_pipeline(args.model, args.lora, resolve_device(args.device), args.txt2img)
     start = time.perf_counter()
     jpegs = synthesize(pipe, plan, means, settings, args.negative_prompt, args.batch_size, args.jpeg_quality)
-    elapsed = time.perf_counter() - start
     records = plan.to_dict("records")  # plan order = index order of the shard's source rows
-    write_shard(
-        [
-            make_sample(r, j, args.synth_pass, args.negative_prompt)
-            for r, j in zip(records, jpegs, strict=True)
-        ],
-        args.out,
-    )
+    samples = zip(records, jpegs, strict=True)
+    write_shard((make_sample(r, j, args.synth_pass, args.negative_prompt) for r, j in samples), args.out)
+    elapsed = time.perf_counter() - start
     print(f"synthesized {len(plan)} images in {elapsed:.1f} s ({len(plan) / elapsed:.2f} images/s)")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from realfake import provenance
 from realfake.io import atomic_path
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -134,6 +135,7 @@ def generate_dataset(
         (tmp / "classes.tsv").write_text("".join(f"{cid}\t{name}\n" for cid, name in table))
 
 
+@provenance.stage()
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="dataset directory to create")

@@ -26,7 +26,8 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from realfake.io import atomic_path, set_offline
+from realfake import provenance
+from realfake.io import atomic_path, load_weights_only, set_offline
 from realfake.models import create_classifier, resolve_device
 from realfake.recipes import (
     ImageBytesDataset,
@@ -173,7 +174,7 @@ class Trainer:
 
     def load(self, path: Path, fingerprint: str) -> tuple[int, int]:
         """Restore a state saved by :meth:`save`; returns (epoch, step) to continue from."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path, "training state")
         if state["fingerprint"] != fingerprint:
             raise ValueError(
                 f"state {path} belongs to another run ({state['fingerprint']}); delete it to restart"
@@ -260,6 +261,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+@provenance.stage(inputs=("shards", "index", "pretrained"))
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     set_offline()

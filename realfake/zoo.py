@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from realfake import provenance
 from realfake.io import atomic_path, set_offline
 
 #: Words the tiny BLIP-2 tokenizer knows: enough for caption-like word sequences.
@@ -258,6 +259,7 @@ def build_zoo(out: Path, sizes: TinySizes, num_classes: int) -> None:
         (tmp / "sizes.json").write_text(json.dumps(asdict(sizes), indent=2) + "\n")
 
 
+@provenance.stage()
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="zoo directory to create")

@@ -8,12 +8,17 @@ rule caption_shard:
         "results/logs/caption_shard/{dataset}/{shard}.log",
     benchmark:
         "results/benchmarks/caption_shard/{dataset}/{shard}.tsv"
+    group:
+        "caption_shards"
     conda:
         CONDA_ENV
     threads: 1
     resources:
         gpu=1,
+        mem_mb=mem_estimate("caption"),
+        runtime=runtime_estimate("caption"),
     params:
+        code=code_hash("caption"),
         model=model_ref("blip2"),
         shard_size=dataset_value("shard_size"),
         batch_size=inference_value("caption_batch_size"),
@@ -34,6 +39,8 @@ rule merge_captions:
         "results/logs/merge_captions/{dataset}.log",
     conda:
         CONDA_ENV
+    params:
+        code=code_hash("caption"),
     shell:
         "python -m realfake.caption merge --index {input.index} --inputs {input.shards}"
         " --out {output} > {log} 2>&1"

@@ -6,7 +6,19 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 
 from realfake.config import validate
+
+# params: code=code_hash("<module>") in every rule: the hash of the realfake files that stage
+# imports (realfake.provenance.module_closure), so editing a module re-runs exactly its dependents.
+from realfake.provenance import code_hash
+from realfake.resources import memory_mb, runtime_minutes, stage_cost
 from realfake.shards import num_shards
+from realfake.targets import (
+    LORA_NAMES,
+    Choices,
+    lora_name,
+    parse_experiment,
+    table_cells,
+)
 
 # Every job runs offline (a model missing from disk is an error, never a download) and imports
 # this checkout's realfake package. Without --sdm conda, jobs use the Python that runs Snakemake
@@ -26,19 +38,38 @@ shell.prefix(
 validate(config, source=workflow.configfiles[0] if workflow.configfiles else None)
 
 
+# `experiment` is loose on purpose: realfake.targets parses it in the input functions, so a
+# misspelt target is an error listing the valid datasets/scales/variants, not "no rule to produce".
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
     variant="|".join(config["variants"]),
-    scale=r"[1-9][0-9]*",
+    experiment=r"[a-z][a-z0-9-]*_[^/]+",
+    lora="|".join(LORA_NAMES),
+    table="|".join(config["experiment"]["tables"]) or "none",
     shard=r"[0-9]{5}",
     synth_pass=r"[0-9]+",
+
+
+CHOICES = Choices.from_config(config)
 
 
 CONDA_ENV = "../envs/realfake.yaml"
 
 
+def experiment(wildcards):
+    """The parsed ``{experiment}`` wildcard (realfake.targets.Experiment)."""
+    return parse_experiment(wildcards.experiment, CHOICES)
+
+
+def dataset_name(wildcards):
+    """The ``{dataset}`` wildcard, or the dataset of the ``{experiment}`` wildcard."""
+    if "dataset" in wildcards.keys():
+        return wildcards.dataset
+    return experiment(wildcards).dataset
+
+
 def dataset_cfg(wildcards):
-    return config["datasets"][wildcards.dataset]
+    return config["datasets"][dataset_name(wildcards)]
 
 
 def settings(section, wildcards):
@@ -119,28 +150,64 @@ def embedding_shards(wildcards):
 
 
 def lora_input(wildcards):
-    if config["variants"][wildcards.variant]["finetune"]:
-        return f"results/{wildcards.dataset}/lora/{wildcards.variant}/lora.safetensors"
+    """The LoRA a variant samples with (shared by variants that train it alike), or none."""
+    variant = config["variants"][wildcards.variant]
+    if variant["finetune"]:
+        return f"results/{wildcards.dataset}/lora/{lora_name(variant)}/lora.safetensors"
     return []
 
 
-def synthetic_shards(wildcards, variant="realfake"):
-    """Every shard of passes 0..scale-1: scale k reuses the files of every smaller scale."""
+def synthetic_shards(wildcards):
+    """Every shard of passes 0..k-1 of the experiment's variant: scale k reuses the files of
+    every smaller scale; real-only experiments have none."""
+    exp = experiment(wildcards)
     return expand(
         "results/{dataset}/synth/{variant}/pass-{synth_pass}/shard-{shard}.tar",
-        dataset=wildcards.dataset,
-        variant=variant,
-        synth_pass=range(int(wildcards.scale)),
+        dataset=exp.dataset,
+        variant=exp.variant,
+        synth_pass=range(exp.scale),
         shard=shard_ids(wildcards),
     )
 
 
+def synthesis_prompt(wildcards):
+    """The variant's prompt template, else the dataset's synthesis prompt."""
+    prompt = config["variants"][wildcards.variant].get("prompt")
+    return prompt or settings("synthesis", wildcards)["prompt"]
+
+
+def uses_captions(wildcards, prompt):
+    """Whether a prompt template gets BLIP-2 captions (ImageNet family only, App. E)."""
+    return dataset_cfg(wildcards).get("use_caption", True) and "{caption}" in prompt
+
+
+def finetune_captions(wildcards):
+    """Input function: captions.parquet when fine-tuning prompts use captions, else none."""
+    if uses_captions(wildcards, settings("finetune", wildcards)["prompt"]):
+        return f"results/{wildcards.dataset}/captions.parquet"
+    return []
+
+
+def synthesis_captions(wildcards):
+    """Input function: captions.parquet when the variant's prompts use captions, else none."""
+    if uses_captions(wildcards, synthesis_prompt(wildcards)):
+        return f"results/{wildcards.dataset}/captions.parquet"
+    return []
+
+
+def captions_flag(input_function):
+    """Params function: ``--captions PATH``, or ``--no-caption`` without captions."""
+
+    def flag(wildcards):
+        path = input_function(wildcards)
+        return f"--captions {path}" if path else "--no-caption"
+
+    return flag
+
+
 def finetune_flags(wildcards):
-    variant = config["variants"][wildcards.variant]
-    flags = [] if variant["visual_guidance"] else ["--no-visual-guidance"]
-    if not dataset_cfg(wildcards).get("use_caption", True):
-        flags.append("--no-caption")
-    return " ".join(flags)
+    """The LoRA's training ablations, from its name (realfake.targets.lora_name)."""
+    return "" if "vg" in wildcards.lora.split("-") else "--no-visual-guidance"
 
 
 def synthesis_flags(wildcards):
@@ -148,8 +215,6 @@ def synthesis_flags(wildcards):
     flags = [] if variant["latent_prior"] else ["--txt2img"]
     if not variant["visual_guidance"]:
         flags.append("--no-visual-guidance")
-    if not dataset_cfg(wildcards).get("use_caption", True):
-        flags.append("--no-caption")
     return " ".join(flags)
 
 
@@ -166,8 +231,8 @@ def finetune_budget(wildcards):
 
 
 def mmd_weight(wildcards):
-    """The MMD weight, 0 for variants without distribution matching (Table 2)."""
-    if not config["variants"][wildcards.variant]["mmd"]:
+    """The MMD weight, 0 for LoRAs without distribution matching (Table 2)."""
+    if "mmd" not in wildcards.lora.split("-"):
         return 0.0
     return settings("finetune", wildcards)["mmd_weight"]
 
@@ -192,8 +257,44 @@ def classifier_json(key):
 
 
 def pretrained_flag(wildcards):
-    pretrained = model_set(wildcards)["classifier"].get("pretrained")
+    """``--pretrained DIR`` from the dataset (App. G.2), else from its model set, else nothing."""
+    pretrained = dataset_cfg(wildcards).get("classifier_pretrained") or model_set(
+        wildcards
+    )["classifier"].get("pretrained")
     return f"--pretrained {pretrained}" if pretrained else ""
+
+
+def experiment_index(wildcards):
+    """Input function: the index of the experiment's dataset."""
+    return f"results/{experiment(wildcards).dataset}/index.parquet"
+
+
+def real_flag(wildcards):
+    """``--real`` when the experiment trains on the real train split too."""
+    return "--real" if experiment(wildcards).real else ""
+
+
+def training_seed(wildcards):
+    return experiment(wildcards).seed
+
+
+def layout_options_json(wildcards):
+    return as_json(dataset_cfg(wildcards).get("layout_options", {}))
+
+
+def table_metrics(wildcards):
+    """Input function: metrics.json of every cell of a table (rows x columns x seeds)."""
+    table = config["experiment"]["tables"][wildcards.table]
+    return [
+        f"results/{cell.experiment}/metrics.json"
+        for cell in table_cells(table, CHOICES)
+    ]
+
+
+def table_cells_json(wildcards):
+    """Params function: the table's cells (row, column, seed, experiment) as JSON."""
+    table = config["experiment"]["tables"][wildcards.table]
+    return as_json([vars(cell) for cell in table_cells(table, CHOICES)])
 
 
 def recipe_json(wildcards):
@@ -202,3 +303,61 @@ def recipe_json(wildcards):
 
 def recipe_value(key):
     return setting_value("recipes", key)
+
+
+# Resource estimates (needs only; the cost table and arithmetic are in realfake/resources.py).
+# Snakemake calls them with the job's wildcards and attempt: a retry asks for more.
+def stage_items(stage, wildcards):
+    """How many units of work one job of ``stage`` does (images, steps, image-epochs)."""
+    cfg = dataset_cfg(wildcards)
+    if stage in ("caption", "embed", "synthesize"):
+        return cfg["shard_size"]
+    if stage == "evaluate":
+        return cfg["test_size"]
+    if stage == "finetune":
+        # the step budget, as realfake.finetune.total_steps counts it
+        ft = settings("finetune", wildcards)
+        steps_per_epoch = -(-cfg["train_size"] // ft["batch_size"])
+        return ft["max_steps"] or ft["epochs"] * steps_per_epoch
+    if stage == "train":
+        epochs = settings("recipes", wildcards)["epochs"]
+        exp = experiment(wildcards)
+        return epochs * cfg["train_size"] * (exp.scale + exp.real)
+    raise ValueError(f"no work measure for stage {stage!r}")
+
+
+def stage_resolution(stage, wildcards):
+    """The pixel size a stage's cost scales with (None: fixed by the model)."""
+    if stage == "finetune":
+        return settings("finetune", wildcards)["resolution"]
+    if stage == "synthesize":
+        return settings("synthesis", wildcards)["resolution"]
+    if stage == "train":
+        return settings("recipes", wildcards)["train_size"]
+    if stage == "evaluate":
+        return settings("recipes", wildcards)["test_size"]
+    return None
+
+
+def job_cost(stage, wildcards):
+    return stage_cost(stage, tiny=bool(tiny_zoo_input(wildcards)))
+
+
+def mem_estimate(stage):
+    """Resource function: host memory (MB) of one ``stage`` job."""
+
+    def mem(wildcards, attempt):
+        return memory_mb(job_cost(stage, wildcards), attempt)
+
+    return mem
+
+
+def runtime_estimate(stage):
+    """Resource function: wall time (minutes) of one ``stage`` job."""
+
+    def runtime(wildcards, attempt):
+        cost = job_cost(stage, wildcards)
+        items = stage_items(stage, wildcards)
+        return runtime_minutes(cost, items, stage_resolution(stage, wildcards), attempt)
+
+    return runtime

@@ -8,12 +8,17 @@ rule embed_shard:
         "results/logs/embed_shard/{dataset}/{shard}.log",
     benchmark:
         "results/benchmarks/embed_shard/{dataset}/{shard}.tsv"
+    group:
+        "embed_shards"
     conda:
         CONDA_ENV
     threads: 1
     resources:
         gpu=1,
+        mem_mb=mem_estimate("embed"),
+        runtime=runtime_estimate("embed"),
     params:
+        code=code_hash("embed"),
         model=model_ref("clip"),
         shard_size=dataset_value("shard_size"),
         batch_size=inference_value("embed_batch_size"),
@@ -33,6 +38,7 @@ rule class_means:
     conda:
         CONDA_ENV
     params:
+        code=code_hash("embed"),
         num_classes=dataset_value("num_classes"),
     shell:
         "python -m realfake.embed means --inputs {input} --num-classes {params.num_classes}"

@@ -1,19 +1,22 @@
 rule evaluate_classifier:
     input:
-        index="results/{dataset}/index.parquet",
-        checkpoint="results/{dataset}_x{scale}/classifier.safetensors",
+        index=experiment_index,
+        checkpoint="results/{experiment}/classifier.safetensors",
     output:
-        "results/{dataset}_x{scale}/metrics.json",
+        "results/{experiment}/metrics.json",
     log:
-        "results/logs/evaluate_classifier/{dataset}_x{scale}.log",
+        "results/logs/evaluate_classifier/{experiment}.log",
     benchmark:
-        "results/benchmarks/evaluate_classifier/{dataset}_x{scale}.tsv"
+        "results/benchmarks/evaluate_classifier/{experiment}.tsv"
     conda:
         CONDA_ENV
     threads: 2
     resources:
         gpu=1,
+        mem_mb=mem_estimate("evaluate"),
+        runtime=runtime_estimate("evaluate"),
     params:
+        code=code_hash("evaluate"),
         batch_size=recipe_value("batch_size"),
     shell:
         "python -m realfake.evaluate --index {input.index} --checkpoint {input.checkpoint}"

@@ -1,21 +1,24 @@
 rule finetune_lora:
     input:
         index="results/{dataset}/index.parquet",
-        captions="results/{dataset}/captions.parquet",
+        captions=finetune_captions,
         class_means="results/{dataset}/class_means.pt",
         zoo=tiny_zoo_input,
     output:
-        "results/{dataset}/lora/{variant}/lora.safetensors",
+        "results/{dataset}/lora/{lora}/lora.safetensors",
     log:
-        "results/logs/finetune_lora/{dataset}/{variant}.log",
+        "results/logs/finetune_lora/{dataset}/{lora}.log",
     benchmark:
-        "results/benchmarks/finetune_lora/{dataset}/{variant}.tsv"
+        "results/benchmarks/finetune_lora/{dataset}/{lora}.tsv"
     conda:
         CONDA_ENV
     threads: 2
     resources:
         gpu=1,
+        mem_mb=mem_estimate("finetune"),
+        runtime=runtime_estimate("finetune"),
     params:
+        code=code_hash("finetune"),
         model=model_ref("sd"),
         rank=setting_value("finetune", "rank"),
         lr=setting_value("finetune", "lr"),
@@ -27,10 +30,11 @@ rule finetune_lora:
         prompt=setting_value("finetune", "prompt"),
         seed=setting_value("finetune", "seed"),
         checkpoint_every=setting_value("finetune", "checkpoint_every"),
+        captions=captions_flag(finetune_captions),
         flags=finetune_flags,
-        state_dir="results/{dataset}/lora/{variant}/state",
+        state_dir="results/{dataset}/lora/{lora}/state",
     shell:
-        "python -m realfake.finetune --index {input.index} --captions {input.captions}"
+        "python -m realfake.finetune --index {input.index} {params.captions}"
         " --class-means {input.class_means} --model {params.model:q} --rank {params.rank}"
         " --lr {params.lr} --batch-size {params.batch_size} {params.budget}"
         " --resolution {params.resolution} --snr-gamma {params.snr_gamma}"

@@ -1,7 +1,7 @@
 rule synthesize_shard:
     input:
         index="results/{dataset}/index.parquet",
-        captions="results/{dataset}/captions.parquet",
+        captions=synthesis_captions,
         class_means="results/{dataset}/class_means.pt",
         lora=lora_input,
         zoo=tiny_zoo_input,
@@ -11,12 +11,17 @@ rule synthesize_shard:
         "results/logs/synthesize_shard/{dataset}/{variant}/{synth_pass}-{shard}.log",
     benchmark:
         "results/benchmarks/synthesize_shard/{dataset}/{variant}/{synth_pass}-{shard}.tsv"
+    group:
+        "synthesize_shards"
     conda:
         CONDA_ENV
     threads: 1
     resources:
         gpu=1,
+        mem_mb=mem_estimate("synthesize"),
+        runtime=runtime_estimate("synthesize"),
     params:
+        code=code_hash("synthesize"),
         model=model_ref("sd"),
         lora=lora_flag,
         shard_size=dataset_value("shard_size"),
@@ -25,14 +30,15 @@ rule synthesize_shard:
         strength=setting_value("synthesis", "strength"),
         lora_scale=setting_value("synthesis", "lora_scale"),
         resolution=setting_value("synthesis", "resolution"),
-        prompt=setting_value("synthesis", "prompt"),
+        prompt=synthesis_prompt,
+        captions=captions_flag(synthesis_captions),
         negative_prompt=setting_value("synthesis", "negative_prompt"),
         jpeg_quality=setting_value("synthesis", "jpeg_quality"),
         batch_size=setting_value("synthesis", "batch_size"),
         seed=setting_value("synthesis", "seed"),
         flags=synthesis_flags,
     shell:
-        "python -m realfake.synthesize --index {input.index} --captions {input.captions}"
+        "python -m realfake.synthesize --index {input.index} {params.captions}"
         " --class-means {input.class_means} --model {params.model:q} {params.lora}"
         " --pass {wildcards.synth_pass} --shard {wildcards.shard} --shard-size {params.shard_size}"
         " --steps {params.steps} --guidance-scale {params.guidance_scale} --strength {params.strength}"

@@ -8,6 +8,7 @@ rule make_tiny_dataset:
     conda:
         CONDA_ENV
     params:
+        code=code_hash("tinydata"),
         num_classes=config["tiny"]["num_classes"],
         train_per_class=config["tiny"]["train_per_class"],
         test_per_class=config["tiny"]["test_per_class"],

@@ -8,6 +8,7 @@ rule build_tiny_zoo:
     conda:
         CONDA_ENV
     params:
+        code=code_hash("zoo"),
         num_classes=config["tiny"]["num_classes"],
         image_size=config["tiny"]["image_size"],
     shell:

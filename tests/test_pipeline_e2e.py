@@ -1,5 +1,5 @@
-"""End to end: the tiny default DAG runs offline on CPU in a temporary directory, every artifact
-loads with its community library, and a second run has nothing to do."""
+"""End to end: the tiny default DAG (target ``tiny``) runs offline on CPU in a temporary directory,
+every artifact loads with its community library, and a second run has nothing to do."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("dag")
-    run = snakemake(workdir)
+    run = snakemake(workdir, "tiny")
     assert run.returncode == 0, run.stderr[-5000:]
     return workdir / "results"
 
@@ -51,7 +51,7 @@ def test_lora_loads_into_diffusers_pipeline(finished_run):
 
     from realfake.models import load_sd_pipeline
 
-    lora = finished_run / "tiny" / "lora" / "realfake" / "lora.safetensors"
+    lora = finished_run / "tiny" / "lora" / "vg-mmd" / "lora.safetensors"
     assert any("lora" in key for key in load_file(lora))
     pipe = load_sd_pipeline(str(finished_run / "zoo" / "tiny" / "sd"))
     pipe.load_lora_weights(str(lora.parent), weight_name=lora.name)
@@ -92,6 +92,6 @@ def test_metrics_json(finished_run):
 
 
 def test_second_run_has_nothing_to_do(finished_run):
-    run = snakemake(finished_run.parent, "-n")
+    run = snakemake(finished_run.parent, "tiny", "-n")
     assert run.returncode == 0
     assert "Nothing to be done" in run.stdout + run.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,63 @@ def test_key_lines_maps_nested_keys():
     text = "a:\n  b: 1\n  c:\n    - x\n    - y\n"
     lines = key_lines(text)
     assert lines[("a",)] == 1 and lines[("a", "b")] == 2 and lines[("a", "c", 1)] == 5
+
+
+def schema_keys(node: dict, path: tuple = ()):
+    """(path, property schema, required?) of every property in the schema, recursively."""
+    for key, value in node.items():
+        if key == "properties":
+            required = set(node.get("required", []))
+            for name, prop in value.items():
+                yield (*path, name), prop, name in required
+        if isinstance(value, dict):
+            yield from schema_keys(value, path if key in ("properties", "$defs") else (*path, key))
+
+
+def test_every_schema_key_has_a_description_and_optional_keys_a_default():
+    from realfake.config import load_schema
+
+    problems = []
+    for path, prop, required in schema_keys(load_schema()):
+        if "description" not in prop and "$ref" not in prop:
+            problems.append(f"{'.'.join(path)}: no description")
+        # a celeba dataset must name its attribute (config.layout_option_errors checks that)
+        if not required and "default" not in prop and path != ("layout_options", "attribute"):
+            problems.append(f"{'.'.join(path)}: optional without default")
+    assert not problems, problems
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            ("datasets", "cub", "layout_options"),
+            "datasets.cub.layout_options: layout 'cub' takes no option 'subset'",
+        ),
+        (("variants", "vg-only"), "variants.vg-only: visual_guidance only work with finetune: true"),
+        (
+            ("experiment", "tables", "table3", "rows"),
+            "experiment.tables.table3: experiment 'in1k_x3': unknown scale '3'",
+        ),
+        (("datasets", "celeba-makeup", "layout_options"), "layout 'celeba' needs option 'attribute'"),
+    ],
+)
+def test_cross_checks_name_key_and_problem(config, edit, message):
+    values = {
+        ("datasets", "cub", "layout_options"): {"subset": "in10"},
+        ("variants", "vg-only"): {
+            "latent_prior": True,
+            "visual_guidance": True,
+            "mmd": False,
+            "finetune": False,
+        },
+        ("experiment", "tables", "table3", "rows"): ["x3"],
+        ("datasets", "celeba-makeup", "layout_options"): {},
+    }
+    *parents, key = edit
+    node = config
+    for parent in parents:
+        node = node[parent]
+    node[key] = values[edit]
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(config, CONFIG_FILE)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
@@ -39,7 +41,50 @@ def test_in1k_x10_plans_the_complete_dag():
     }
 
 
-def test_tiny_default_is_the_default_target(tmp_path):
-    counts = job_counts("-d", str(tmp_path), "--configfile", str(REPO / "config.yaml"))
+def test_tiny_target_builds_the_tiny_default(tmp_path):
+    counts = job_counts("tiny", "-d", str(tmp_path), "--configfile", str(REPO / "config.yaml"))
     assert counts["build_tiny_zoo"] == 1 and counts["make_tiny_dataset"] == 1
     assert counts["synthesize_shard"] == 3 and counts["evaluate_classifier"] == 1
+    assert counts["total"] == 18
+
+
+def test_table2_plans_ten_rows_on_two_datasets_with_four_loras_each():
+    counts = job_counts("results/tables/table2.csv")
+    shards = -(-12894 // 5000) + -(-126689 // 5000)  # IN-10 + IN-100 shards: 3 + 26
+    assert counts == {
+        "index_dataset": 2,
+        "caption_shard": shards,
+        "merge_captions": 2,
+        "embed_shard": shards,
+        "class_means": 2,
+        "finetune_lora": 2 * 4,  # eps, vg, mmd, vg-mmd: rows differing only in the latent prior share
+        "synthesize_shard": 10 * shards,
+        "train_classifier": 20,
+        "evaluate_classifier": 20,
+        "collect_table": 1,
+        "total": 12 * shards + 55,
+    }
+
+
+@pytest.mark.slow
+def test_default_target_plans_every_table_of_the_paper():
+    """README "Targets" states these counts; sizes from config.yaml (shards = ceil(train / shard))."""
+    counts = job_counts()
+    expected = {
+        "results/tables/table1.csv": {"caption_shard": 286, "synthesize_shard": 981, "train_classifier": 35},
+        "results/tables/table3.csv": {"synthesize_shard": 2570, "train_classifier": 5, "total": 3099},
+        "results/tables/table9.csv": {"synthesize_shard": 286, "train_classifier": 9, "total": 889},
+        "results/tables/table10.csv": {"caption_shard": 0, "embed_shard": 99, "synthesize_shard": 198},
+    }
+    for target, subset in expected.items():
+        table = job_counts(target)
+        assert {k: table.get(k, 0) for k in subset} == subset, target
+    assert counts["collect_table"] == 5 and counts["train_classifier"] == 71
+    assert counts["synthesize_shard"] == 3753 and counts["total"] == 4652
+
+
+def test_unknown_target_is_an_error_listing_the_valid_choices():
+    cmd = [str(SNAKEMAKE), "-n", "--cores", "1", "-s", str(REPO / "Snakefile"), "-d", str(REPO)]
+    run = subprocess.run([*cmd, "results/in10_x3_lp/metrics.json"], capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "experiment 'in10_x3_lp': unknown scale '3'; valid scales: 1, 2, 5, 10" in run.stdout + run.stderr

@@ -57,8 +57,8 @@ def test_relative_root_gives_relative_paths_and_names_default_to_ids(tmp_path, m
 def test_missing_root_and_unknown_layout(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         build_index(tmp_path / "nope", "imagefolder", 2, 2, 0)
-    with pytest.raises(DatasetError, match="unknown dataset layout 'cub'"):
-        build_index(tmp_path, "cub", 2, 2, 0)
+    with pytest.raises(DatasetError, match="unknown dataset layout 'coco'"):
+        build_index(tmp_path, "coco", 2, 2, 0)
 
 
 @pytest.mark.parametrize(

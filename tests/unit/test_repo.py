@@ -22,6 +22,8 @@ def test_readme_quick_start_has_two_commands_and_ci_runs_the_second():
     commands = quick_start_commands()
     assert len(commands) == 2
     assert "snakemake" in commands[0] and "pytest" in commands[1]
+    # plain `snakemake` (rule all) is the whole paper: the quick start names the tiny default
+    assert commands[0].endswith("snakemake --profile profiles/local tiny")
     assert commands[1] in (REPO / ".ci" / "run").read_text()
 
 

@@ -249,3 +249,15 @@ def test_txt2img_ablation_generates_at_resolution_without_the_real_image(tiny_zo
     img = generate(pipe, data, plan)
     assert [t.size for t in txt] == [(32, 32)] * 2
     assert np.abs(pixels(txt[0]) - pixels(img[0])).max() > 1
+
+
+def test_captions_are_optional_only_with_no_caption(capsys):
+    from realfake.synthesize import parse_args
+
+    base = ["--index", "i", "--class-means", "m", "--model", "sd", "--out", "o.tar", "--shard", "0"]
+    base += ["--shard-size", "4"]
+    assert parse_args([*base, "--no-caption"]).captions is None
+    assert parse_args([*base, "--captions", "c.parquet"]).captions == "c.parquet"
+    with pytest.raises(SystemExit):
+        parse_args(base)
+    assert "--captions is required unless --no-caption" in capsys.readouterr().err

@@ -1,0 +1,62 @@
+"""The benchmark scripts run (issue 7); their timings are recorded in benchmarks/README.md, never asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_job_count_reads_the_total_line_of_job_stats():
+    dag = load("dag_planning")
+    out = "Job stats:\njob      count\n-----  -------\nembed        3\ntotal       18\n\nReasons:\n"
+    assert dag.job_count(out) == 18
+    assert dag.job_count("Nothing to be done (all requested files are present and up to date).") is None
+
+
+def test_gpu_cases_run_each_dtype_once_with_compiled_cases_after_their_eager_runs():
+    gpu = load("gpu_synthesis")
+    cases = gpu.default_cases(["bf16", "fp16"], [1, 8], [8])
+    assert [(c.dtype, c.batch, c.compile) for c in cases] == [
+        ("bf16", 1, False),
+        ("bf16", 8, False),
+        ("bf16", 8, True),
+        ("fp16", 1, False),
+        ("fp16", 8, False),
+    ]
+
+
+@pytest.mark.slow
+def test_gpu_synthesis_script_runs_tiny_on_cpu():
+    gpu = load("gpu_synthesis")
+    results = gpu.main(["--tiny", "--device", "cpu", "--batches", "2", "--min-seconds", "0"])
+    (result,) = results
+    assert result.case == gpu.Case("fp32", 2, False)
+    assert result.images == 4  # at least two timed calls of batch 2
+    assert result.images_per_s > 0
+    # img2img at strength 0.75 of 30 UniPC steps denoises int(30 * 0.75) = 22 steps: 22 UNet calls
+    assert result.flops.unet_calls == 22
+    assert result.flops.parts["UNet2DConditionModel"] > 0
+    assert sum(result.flops.parts.values()) == pytest.approx(result.flops.total)
+
+
+def test_sd15_architecture_and_flop_floor_on_the_meta_device():
+    gpu = load("gpu_synthesis")
+    flops = gpu.module_flops(tiny=False, resolution=512, steps_run=22)
+    assert flops["unet_params"] == 859_520_964  # the parameter count of SD-1.5's published UNet
+    # 22 steps x 2 CFG samples x UNet + VAE encode + decode + two prompt encodings
+    parts = 44 * flops["unet_forward_per_sample"] + flops["vae_encode"] + flops["vae_decode"]
+    assert flops["per_image"] == pytest.approx(parts + flops["text_encoder_x2"])
+    assert 38e12 < flops["per_image"] < 40e12  # the issue's ~39 TFLOP/image estimate

@@ -1,0 +1,202 @@
+"""End to end: provenance of the tiny default DAG, and code changes re-running exactly their dependents.
+
+The DAG runs from a copy of the workflow (Snakefile, rules, realfake) in a temp dir, so the tests
+that edit a module edit the copy, never the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+METRICS = "results/tiny_x1/metrics.json"
+
+pytestmark = pytest.mark.slow
+
+
+def copy_workflow(dst: Path) -> Path:
+    dst.mkdir()
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy2(REPO / name, dst / name)
+    for name in ("rules", "realfake", "profiles", "envs"):
+        shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
+
+
+def snakemake(src: Path, work: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "snakemake"), "-s", str(src / "Snakefile"), "-d", str(work)]
+    cmd += ["--configfile", str(src / "config.yaml"), "--profile", str(src / "profiles" / "local"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+
+
+def provenance(src: Path, work: Path, *args: str) -> subprocess.CompletedProcess:
+    """``realfake provenance`` as a user runs it in the workflow directory, with the copy's code."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    cmd = [sys.executable, "-m", "realfake.cli", "provenance", *args]
+    return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+
+def planned_jobs(src: Path, work: Path, *args: str) -> dict[str, int]:
+    """``{rule: count}`` from the "Job stats" table of a dry run (empty: nothing to be done)."""
+    run = snakemake(src, work, METRICS, "-n", *args)
+    assert run.returncode == 0, run.stderr[-3000:]
+    text = run.stdout + run.stderr
+    if "Job stats:" not in text:
+        assert "Nothing to be done" in text, text[-3000:]
+        return {}
+    table = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    rows = dict(re.findall(r"^(\w+)\s+(\d+)$", table, re.M))
+    return {rule: int(n) for rule, n in rows.items() if rule != "total"}
+
+
+def only(work: Path, pattern: str) -> str:
+    """The one artifact matching ``pattern`` (variant and LoRA names come from config.yaml)."""
+    (match,) = work.glob(pattern)
+    return match.relative_to(work).as_posix()
+
+
+def shard_and_lora(work: Path) -> tuple[str, str]:
+    shard = only(work, "results/tiny/synth/*/pass-0/shard-00001.tar")
+    return shard, only(work, "results/tiny/lora/*/lora.safetensors")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("provenance")
+    src, work = copy_workflow(root / "src"), root / "work"
+    run = snakemake(src, work, METRICS)
+    assert run.returncode == 0, run.stderr[-5000:]
+    return src, work
+
+
+def test_every_artifact_has_a_record(tiny_run):
+    _, work = tiny_run
+    shard, lora = shard_and_lora(work)
+    artifacts = [
+        "results/zoo/tiny",
+        "results/data/tiny",
+        "results/tiny/index.parquet",
+        "results/tiny/captions.parquet",
+        "results/tiny/captions/shard-00000.parquet",
+        "results/tiny/embeddings/shard-00002.safetensors",
+        "results/tiny/class_means.pt",
+        lora,
+        shard,
+        "results/tiny_x1/classifier.safetensors",
+        METRICS,
+    ]
+    for artifact in artifacts:
+        record = json.loads((work / f"{artifact}.prov.json").read_text())
+        assert record["artifact"] == artifact and record["outputs"][0]["path"] == artifact
+
+
+def test_lineage_of_metrics_reaches_the_index_and_the_models(tiny_run):
+    src, work = tiny_run
+    shard, lora = shard_and_lora(work)
+    run = provenance(src, work, METRICS, "--json")
+    assert run.returncode == 0, run.stderr
+    nodes = json.loads(run.stdout)["nodes"]
+    assert {
+        "results/tiny/index.parquet",
+        "results/data/tiny",
+        "results/zoo/tiny/sd",
+        "results/zoo/tiny/clip",
+        "results/zoo/tiny/blip2",
+    } <= set(nodes)
+    rules = [n["rule"] for n in nodes.values()]
+    assert len(rules) == 16 + 3  # 17 jobs; the zoo job's output is three nodes: the model directories
+    assert rules.count("synthesize_shard") == 3 and rules.count("caption_shard") == 3
+    assert rules.count("build_tiny_zoo") == 3 and nodes[METRICS]["rule"] == "evaluate_classifier"
+    shard_node = nodes[shard]
+    assert shard_node["params"]["pass"] == "0" and shard_node["params"]["shard"] == "00001"
+    assert {e["node"] for e in shard_node["inputs"]} >= {
+        lora,
+        "results/tiny/index.parquet",
+        "results/zoo/tiny/sd",
+    }
+    assert nodes["results/zoo/tiny/sd"]["stage"] == "zoo"
+    text = provenance(src, work, METRICS).stdout
+    assert text.startswith(f"{METRICS}  sha256:") and "(rule evaluate_classifier)" in text
+
+
+def test_verify_catches_a_flipped_byte_in_a_shard_and_in_the_lora(tiny_run):
+    src, work = tiny_run
+    shard, lora = shard_and_lora(work)
+    clean = provenance(src, work, METRICS, "--verify")
+    assert clean.returncode == 0, clean.stdout[-3000:]
+    originals = {name: (work / name).read_bytes() for name in (shard, lora)}
+    try:
+        for name, data in originals.items():
+            flipped = bytearray(data)
+            flipped[len(data) // 2] ^= 0x01
+            (work / name).write_bytes(bytes(flipped))
+        run = provenance(src, work, METRICS, "--verify", "--json")
+        assert run.returncode == 1
+        problems = {(p["kind"], p["key"]) for p in json.loads(run.stdout)["problems"]}
+        assert problems == {("tampered", shard), ("tampered", lora)}
+    finally:
+        for name, data in originals.items():
+            (work / name).write_bytes(data)
+    assert provenance(src, work, METRICS, "--verify").returncode == 0
+
+
+def test_ro_crate_of_the_tiny_default(tiny_run, tmp_path):
+    src, work = tiny_run
+    shard, _ = shard_and_lora(work)
+    run = provenance(src, work, METRICS, "--ro-crate", str(tmp_path / "crate"))
+    assert run.returncode == 0, run.stderr
+    graph = {
+        e["@id"]: e for e in json.loads((tmp_path / "crate" / "ro-crate-metadata.json").read_text())["@graph"]
+    }
+    jobs = [e for e in graph.values() if e["@id"].startswith("#job-") and e["@type"] == "CreateAction"]
+    steps = {e["name"] for e in graph.values() if e["@type"] == "HowToStep"}
+    assert len(jobs) == 17  # the DAG's 18 jobs but the target rule
+    assert steps == {
+        "build_tiny_zoo",
+        "make_tiny_dataset",
+        "index_dataset",
+        "caption_shard",
+        "merge_captions",
+        "embed_shard",
+        "class_means",
+        "finetune_lora",
+        "synthesize_shard",
+        "train_classifier",
+        "evaluate_classifier",
+    }
+    assert graph["#workflow-run"]["result"] == [{"@id": METRICS}]
+    assert (
+        graph[shard]["sha256"]
+        == json.loads((work / f"{shard}.prov.json").read_text())["outputs"][0]["sha256"]
+    )
+    assert (tmp_path / "crate" / METRICS).read_bytes() == (work / METRICS).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        ("synthesize", {"synthesize_shard": 3, "train_classifier": 1, "evaluate_classifier": 1}),
+        ("recipes", {"train_classifier": 1, "evaluate_classifier": 1}),
+        ("lineage", {}),  # no stage imports it
+    ],
+)
+def test_editing_a_module_reruns_exactly_its_dependents(tiny_run, module, expected):
+    src, work = tiny_run
+    path = src / "realfake" / f"{module}.py"
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        assert planned_jobs(src, work) == expected
+        assert planned_jobs(src, work, "--rerun-triggers", "mtime") == {}  # the params trigger sees code
+    finally:
+        path.write_text(original)
+    assert planned_jobs(src, work) == {}

@@ -1,0 +1,197 @@
+"""The tiny default on a live one-node SLURM cluster, through the client's literal `--profile slurm`.
+
+tests/slurm/start_cluster.sh brings the cluster up (installing SLURM with apt-get if needed); the
+profile is installed as the user profile `slurm` with profiles/slurm/install.sh into a temporary
+XDG_CONFIG_HOME. While the DAG runs, the LoRA job is cancelled with `scancel` right after its
+first checkpoint: SLURM sends it SIGTERM, it saves and exits, Snakemake resubmits it (`retries`),
+and the new job resumes from the checkpoint. The run must still complete, every job must have
+gone through sbatch, and the artifacts must equal those of a local run of the same DAG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+CLUSTER = REPO / "tests" / "slurm"
+TARGET = "tiny"
+GROUP_SIZE = 3  # the tiny dataset has 3 shards: one SLURM job per sharded stage
+GROUPS = ("caption_shards", "embed_shards", "synthesize_shards")
+RUN_TIMEOUT_S = 1500
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    # the target goes first: list-valued options (--group-components) would swallow it
+    return [str(SNAKEMAKE), TARGET, "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+            "--configfile", str(REPO / "config.yaml"), *args]  # fmt: skip
+
+
+def slurm_jobs() -> dict[str, dict[str, str]]:
+    """Every job slurmctld still remembers (MinJobAge=3600): id -> name, state, comment (rule)."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%j|%T|%k"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout  # fmt: skip
+    rows = (line.split("|", 3) for line in out.splitlines() if line)
+    return {jid: {"name": name, "state": state, "comment": comment} for jid, name, state, comment in rows}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if os.geteuid() != 0:
+        pytest.skip("starting a SLURM test cluster needs root (tests/slurm/start_cluster.sh)")
+    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        pytest.skip("SLURM is not installed and apt-get is not available to install it")
+    already_up = shutil.which("scontrol") and subprocess.run(["scontrol", "ping"], capture_output=True,
+                                                             timeout=30).returncode == 0  # fmt: skip
+    began = time.monotonic()
+    start = subprocess.run(["bash", str(CLUSTER / "start_cluster.sh")], capture_output=True, text=True,
+                           timeout=900)  # fmt: skip
+    print(f"SLURM test cluster bring-up: {time.monotonic() - began:.1f} s")
+    if start.returncode in (2, 3):  # not root / no apt-get / this is a real cluster's node
+        pytest.skip(f"no SLURM test cluster: {start.stderr.strip()}")
+    assert start.returncode == 0, start.stderr
+    yield
+    if not already_up:
+        subprocess.run(["bash", str(CLUSTER / "stop_cluster.sh")], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("local")
+    cmd = snakemake_cmd(workdir, "--profile", str(REPO / "profiles" / "local"))
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert run.returncode == 0, run.stderr[-5000:]
+    return workdir
+
+
+@dataclass
+class SlurmRun:
+    workdir: Path
+    log: str
+    cancelled_job: str
+    seconds: float
+
+
+def cancel_lora_after_checkpoint(workdir: Path, proc: subprocess.Popen) -> str:
+    """Wait for the LoRA job's first checkpoint, then `scancel` that SLURM job; its id."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not any(workdir.glob("results/tiny/lora/*/state/state.pt")):
+        assert proc.poll() is None, "the run ended before the LoRA job wrote a checkpoint"
+        assert time.monotonic() < deadline, "no LoRA checkpoint appeared"
+        time.sleep(0.05)
+    running = [jid for jid, job in slurm_jobs().items()
+               if job["state"] == "RUNNING" and job["comment"].startswith("rule_finetune_lora")]  # fmt: skip
+    assert len(running) == 1, slurm_jobs()
+    subprocess.run(["scancel", running[0]], check=True, timeout=60)
+    return running[0]
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, tmp_path_factory) -> SlurmRun:
+    workdir = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("xdg"))}
+    install = subprocess.run(["bash", str(REPO / "profiles" / "slurm" / "install.sh")], env=env,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    cmd = snakemake_cmd(workdir, "--profile", "slurm", "--slurm-init-seconds-before-status-checks", "2",
+                        "--group-components", *(f"{group}={GROUP_SIZE}" for group in GROUPS))  # fmt: skip
+    log_path = workdir / "snakemake.log"
+    start = time.monotonic()
+    with log_path.open("w") as log:
+        # a stuck Snakemake ignores SIGTERM: stop it with SIGINT (then SIGKILL)
+        proc = subprocess.Popen(["timeout", "-s", "INT", "-k", "60", str(RUN_TIMEOUT_S), *cmd],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            cancelled = cancel_lora_after_checkpoint(workdir, proc)
+        finally:
+            returncode = proc.wait()
+    seconds = time.monotonic() - start
+    print(f"SLURM run of the tiny DAG: {seconds:.0f} s")
+    text = log_path.read_text()
+    assert returncode == 0, text[-5000:]
+    return SlurmRun(workdir, text, cancelled, seconds)
+
+
+def run_jobs(run: SlurmRun) -> dict[str, dict[str, str]]:
+    """The SLURM jobs of this run: those named like the cancelled one (the plugin's run uuid)."""
+    jobs = slurm_jobs()
+    name = jobs[run.cancelled_job]["name"]
+    return {jid: job for jid, job in jobs.items() if job["name"] == name}
+
+
+def test_every_job_went_through_sbatch(slurm_run):
+    jobs = run_jobs(slurm_run)
+    for jid in jobs:
+        assert f"SLURM jobid {jid} " in slurm_run.log
+    by_rule = {}
+    for job in jobs.values():
+        by_rule.setdefault(job["comment"].split("_wildcards")[0], []).append(job["state"])
+    # 17 Snakemake jobs (+ the target rule `tiny`), 3 groups of 3 shards -> 11 SLURM jobs, + 1 for
+    # the resubmitted LoRA job
+    assert len(jobs) == 12, by_rule
+    assert sorted(by_rule["rule_finetune_lora"]) == ["CANCELLED", "COMPLETED"], by_rule
+    for group in GROUPS:
+        assert len([r for r in by_rule if r.startswith(f"rule_{group}")]) == 1, by_rule
+    others = [s for rule, states in by_rule.items() if rule != "rule_finetune_lora" for s in states]
+    assert set(others) == {"COMPLETED"}, by_rule
+
+
+def test_provenance_names_the_slurm_jobs(slurm_run):
+    jobs = run_jobs(slurm_run)
+    records = [json.loads(p.read_text()) for p in (slurm_run.workdir / "results").rglob("*.prov.json")]
+    job_ids = {r["job"].get("slurm_job_id") for r in records if "job" in r}
+    assert records and job_ids and job_ids <= set(jobs), (job_ids, set(jobs))
+
+
+def test_cancelled_lora_job_resumed_from_its_checkpoint(slurm_run):
+    assert slurm_jobs()[slurm_run.cancelled_job]["state"] == "CANCELLED"
+    (log,) = (slurm_run.workdir / "results" / "logs" / "finetune_lora" / "tiny").glob("*.log")
+    summary = json.loads(log.read_text().strip().splitlines()[-1])
+    assert 0 < summary["resumed_from"] < summary["steps"], summary
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+BYTE_STABLE = (
+    "results/tiny/index.parquet",
+    "results/tiny/captions.parquet",
+    "results/tiny/captions/shard-*.parquet",
+    "results/tiny/synth/*/pass-0/shard-*.tar",
+)
+
+
+@pytest.mark.parametrize("pattern", BYTE_STABLE)
+def test_artifacts_equal_the_local_run(slurm_run, local_run, pattern):
+    local = sorted(p.relative_to(local_run) for p in local_run.glob(pattern))
+    assert local and local == sorted(
+        p.relative_to(slurm_run.workdir) for p in slurm_run.workdir.glob(pattern)
+    )
+    for rel in local:
+        assert sha256(slurm_run.workdir / rel) == sha256(local_run / rel), rel
+
+
+def test_resumed_lora_equals_the_local_run(slurm_run, local_run):
+    """safetensors orders its header at random: compare the tensors, not the bytes."""
+    import torch
+    from safetensors.torch import load_file
+
+    (local,) = local_run.glob("results/tiny/lora/*/lora.safetensors")
+    local_tensors = load_file(local)
+    slurm_tensors = load_file(slurm_run.workdir / local.relative_to(local_run))
+    assert local_tensors.keys() == slurm_tensors.keys()
+    for key, tensor in local_tensors.items():
+        assert torch.equal(tensor, slurm_tensors[key]), key

@@ -1,0 +1,64 @@
+"""profiles/slurm: its names match the workflow, and install.sh makes `--profile slurm` resolve
+without ever replacing a user's own profile."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from realfake.resources import MIN_RUNTIME_MIN
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILE = REPO / "profiles" / "slurm"
+
+
+def profile() -> dict:
+    return yaml.safe_load((PROFILE / "config.yaml").read_text())
+
+
+def rules_text() -> str:
+    return "\n".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
+
+
+def test_group_components_name_the_groups_of_the_rules():
+    declared = set(re.findall(r'^    group:\n        "(\w+)"', rules_text(), re.M))
+    configured = {item.split("=")[0] for item in profile()["group-components"]}
+    assert configured == declared == {"caption_shards", "embed_shards", "synthesize_shards"}
+
+
+def test_set_resources_name_existing_rules_and_signal_before_the_shortest_limit():
+    rules = set(re.findall(r"^rule (\w+):", rules_text(), re.M))
+    for item in profile()["set-resources"]:
+        rule, setting = item.split(":", 1)
+        assert rule in rules, item
+        lead = re.search(r"--signal=USR1@(\d+)", setting)
+        # a lead as long as the time limit signals the job the moment it starts
+        assert lead and int(lead.group(1)) < MIN_RUNTIME_MIN * 60, item
+
+
+def install(xdg: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(xdg)}
+    cmd = ["bash", str(PROFILE / "install.sh"), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_install_links_the_profile_once(tmp_path):
+    assert install(tmp_path).returncode == 0
+    link = tmp_path / "snakemake" / "slurm"
+    assert link.is_symlink() and link.resolve() == PROFILE
+    assert install(tmp_path).returncode == 0 and link.resolve() == PROFILE
+
+
+def test_install_never_replaces_a_users_profile(tmp_path):
+    own = tmp_path / "snakemake" / "slurm"
+    own.mkdir(parents=True)
+    (own / "config.yaml").write_text("executor: slurm\n")
+    result = install(tmp_path)
+    assert result.returncode == 1 and "left untouched" in result.stderr
+    assert (own / "config.yaml").read_text() == "executor: slurm\n" and not own.is_symlink()
+    assert install(tmp_path, "realfake-slurm").returncode == 0
+    assert (tmp_path / "snakemake" / "realfake-slurm").resolve() == PROFILE
