@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from realfake import provenance
 from realfake.io import atomic_path
 
 COLUMNS = ["row", "column", "seeds", "top1_mean", "top1_std", "top5_mean", "top5_std", "experiments"]
@@ -45,16 +46,27 @@ def aggregate(per_cell: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()[COLUMNS]
 
 
+def cell_sources(cells: list[dict], metrics_paths: list[str]) -> dict[tuple[str, str], list[str]]:
+    """``(row, column)`` -> the metrics files (one per seed) the cell aggregates."""
+    sources: dict[tuple[str, str], list[str]] = {}
+    for cell, path in zip(cells, metrics_paths, strict=True):
+        sources.setdefault((cell["row"], cell["column"]), []).append(str(path))
+    return sources
+
+
+@provenance.stage(inputs=("metrics",))
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m realfake.tables", description=__doc__.splitlines()[0])
     parser.add_argument("--cells", required=True, help="JSON list of {row, column, seed, experiment}")
     parser.add_argument("--metrics", nargs="+", required=True, help="metrics.json of each cell, same order")
     parser.add_argument("--out", required=True, type=Path, help="table CSV to write")
     args = parser.parse_args(argv)
+    cells = json.loads(args.cells)
     metrics = [json.loads(Path(path).read_text()) for path in args.metrics]
-    table = aggregate(cell_metrics(json.loads(args.cells), metrics))
+    table = aggregate(cell_metrics(cells, metrics))
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)
+    provenance.write_cell_sources(args.out, cell_sources(cells, args.metrics))
     print(f"wrote {args.out}: {len(table)} rows x columns from {len(metrics)} runs")
 
 

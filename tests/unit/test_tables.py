@@ -39,3 +39,18 @@ def test_cells_and_metrics_must_pair_up(tmp_path):
         path = tmp_path / "m.json"
         path.write_text(json.dumps({"top1": 0.5, "top5": 0.9}))
         main(["--cells", json.dumps([cell, cell]), "--metrics", str(path), "--out", str(tmp_path / "t.csv")])
+
+
+def test_cell_sources_group_seeds_per_cell():
+    from realfake.tables import cell_sources
+
+    cells = [
+        {"row": "x1", "column": "in10", "seed": 0},
+        {"row": "x1", "column": "in10", "seed": 1},
+        {"row": "real", "column": "in10", "seed": 0},
+    ]
+    paths = ["a/metrics.json", "b/metrics.json", "c/metrics.json"]
+    assert cell_sources(cells, paths) == {
+        ("x1", "in10"): ["a/metrics.json", "b/metrics.json"],
+        ("real", "in10"): ["c/metrics.json"],
+    }
