@@ -22,7 +22,7 @@ from realfake import provenance
 from realfake.index import iter_image_batches, read_index
 from realfake.io import atomic_path, set_offline
 from realfake.models import load_blip2, resolve_device, resolve_dtype
-from realfake.shards import shard_rows
+from realfake.shards import add_shard_job_arguments, shard_rows
 
 log = logging.getLogger("realfake.caption")
 
@@ -128,21 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("run", help="caption one shard of the train split")
-    p.add_argument("--index", required=True, type=Path, help="index.parquet")
-    p.add_argument("--model", required=True, help="BLIP-2 model id or folder")
-    p.add_argument("--shard", required=True, type=int, help="shard number (0-based)")
-    p.add_argument("--shard-size", required=True, type=int, help="train images per shard")
+    add_shard_job_arguments(p, model_help="BLIP-2 model id or folder")
     p.add_argument("--batch-size", type=int, default=16, help="images per generate call")
     p.add_argument("--max-new-tokens", type=int, default=30, help="caption length limit in tokens")
     p.add_argument("--min-new-tokens", type=int, default=0, help="force at least this many tokens")
-    p.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
-    p.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "float32", "float16", "bfloat16"],
-        help="auto = float16 on cuda, float32 on cpu",
-    )
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--out", required=True, type=Path, help="shard parquet to write")
     p.set_defaults(func=run)
     p = commands.add_parser("merge", help="merge shard parquets into captions.parquet")

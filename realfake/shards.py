@@ -7,8 +7,10 @@ line up across stages and the shard count is known from declared dataset sizes a
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import math
+from pathlib import Path
 
 import pandas as pd
 
@@ -36,3 +38,20 @@ def sample_seed(image_id: str, synth_pass: int, base_seed: int = 0) -> int:
     """
     key = f"{base_seed}:{synth_pass}:{image_id}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> 1
+
+
+def add_shard_job_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
+    """The flags every model-inference shard job shares (captioning, embedding): its index,
+    model, shard, device, dtype and threads."""
+    parser.add_argument("--index", required=True, type=Path, help="index.parquet")
+    parser.add_argument("--model", required=True, help=model_help)
+    parser.add_argument("--shard", required=True, type=int, help="shard number (0-based)")
+    parser.add_argument("--shard-size", required=True, type=int, help="train images per shard")
+    parser.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        help="auto = float16 on cuda, float32 on cpu",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
