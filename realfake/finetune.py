@@ -19,20 +19,15 @@ file path itself) or, equivalently, ``pipe.load_lora_weights(out.parent, weight_
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
-import random
-import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
@@ -43,6 +38,7 @@ from realfake.embed import load_guidance
 from realfake.io import atomic_path, load_weights_only, set_offline
 from realfake.losses import min_snr_weights, realfake_loss, snr
 from realfake.models import load_sd_components, resolve_device
+from realfake.resume import StopFlag, rng_state, set_rng_state
 
 log = logging.getLogger("realfake.finetune")
 
@@ -216,28 +212,6 @@ def total_steps(n_train: int, batch_size: int, max_steps: int | None, epochs: in
     return max_steps if max_steps is not None else math.ceil(n_train / batch_size) * epochs
 
 
-def global_rng_state() -> dict:
-    """torch/CUDA/numpy/python RNG states as tensors and lists (``torch.load(weights_only=True)``-safe)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-        "python": [version, list(internal), gauss_next],
-    }
-
-
-def set_global_rng_state(state: dict) -> None:
-    """Inverse of :func:`global_rng_state`."""
-    torch.set_rng_state(state["torch"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
-
-
 @dataclass
 class Trainer:
     """Everything that changes during training and must be checkpointed together."""
@@ -257,7 +231,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "sampler": self.sampler.state_dict(),
             "generator": self.generator.get_state(),
-            "rng": global_rng_state(),
+            "rng": rng_state(),
         }
 
     def load_state_dict(self, state: dict, cfg: FinetuneConfig) -> None:
@@ -269,7 +243,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
         self.generator.set_state(state["generator"])
-        set_global_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self.step = state["step"]
 
 
@@ -298,28 +272,6 @@ def resume(trainer: Trainer, cfg: FinetuneConfig, state_dir: Path) -> None:
         log_path.write_text("".join(ln + "\n" for ln in lines))
 
 
-class StopFlag:
-    """Signal handler that only records the signal: the loop checkpoints at the next step boundary."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def __call__(self, signum, frame) -> None:
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def stop_on_signals(signums=(signal.SIGTERM, signal.SIGUSR1)) -> Iterator[StopFlag]:
-    """Install a :class:`StopFlag` for ``signums``, restoring the previous handlers afterwards."""
-    flag = StopFlag()
-    previous = {s: signal.signal(s, flag) for s in signums}
-    try:
-        yield flag
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def train(
     trainer: Trainer,
     table: pd.DataFrame,
@@ -336,7 +288,7 @@ def train(
     parts: dict[str, float] = {}
     bar = tqdm(total=steps, initial=trainer.step, desc="finetune", file=sys.stderr)
     with bar, open(state_dir / LOG_FILE, "a") as log_file:
-        while trainer.step < steps and stop.signum is None:
+        while trainer.step < steps and not stop.raised:
             batch = make_batch(table.iloc[trainer.sampler.next_indices()], cfg, means, trainer.generator)
             loss, parts = training_step(trainer.models, batch, cfg, trainer.generator)
             apply_gradients(loss, trainer.params, trainer.optimizer)
@@ -424,10 +376,10 @@ def main(argv: list[str] | None = None) -> None:
     args.state_dir.mkdir(parents=True, exist_ok=True)
     resume(trainer, cfg, args.state_dir)
     start_step, start_time = trainer.step, time.time()
-    with stop_on_signals() as stop:
+    with StopFlag() as stop:
         parts = train(trainer, table, means, cfg, steps, args.state_dir, args.checkpoint_every, stop)
     if trainer.step < steps:
-        log.info("signal %s: saved step %d, exit %d to resume", stop.signum, trainer.step, EXIT_RESUME)
+        log.info("stop signal: saved step %d, exit %d to resume", trainer.step, EXIT_RESUME)
         raise SystemExit(EXIT_RESUME)
     save_lora(trainer.models.unet, args.out)
     summary = {"out": str(args.out), "steps": steps, "resumed_from": start_step, "n_train": len(table),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from realfake.recipes import (
     real_table,
     scan_shards,
 )
+from realfake.resume import StopFlag, rng_state, set_rng_state
 
 EXIT_RESUMABLE = 75  # EX_TEMPFAIL: the state is saved, rerunning the same command continues the run
 
@@ -75,57 +75,6 @@ def epoch_loader(
         worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(epoch_seed),
     )
-
-
-def rng_state() -> dict[str, torch.Tensor]:
-    """All global RNG states as tensors, so the state file loads with ``weights_only=True``."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": torch.from_numpy(keys.astype(np.int64)),
-        "numpy_extra": torch.tensor([pos, has_gauss, gauss], dtype=torch.float64),
-        "python": torch.tensor([version, *internal], dtype=torch.int64),
-        "python_gauss": torch.tensor([] if gauss_next is None else [gauss_next], dtype=torch.float64),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-    return state
-
-
-def set_rng_state(state: dict[str, torch.Tensor]) -> None:
-    """Inverse of :func:`rng_state`."""
-    torch.set_rng_state(state["torch"])
-    pos, has_gauss, gauss = state["numpy_extra"].tolist()
-    np.random.set_state(
-        ("MT19937", state["numpy"].numpy().astype(np.uint32), int(pos), int(has_gauss), gauss)
-    )
-    version, *internal = state["python"].tolist()
-    gauss_next = state["python_gauss"].tolist()
-    random.setstate((version, tuple(internal), gauss_next[0] if gauss_next else None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
-
-
-class StopFlag:
-    """Set by SIGTERM/SIGUSR1 (SLURM pre-emption / time-limit warnings): the loop then saves a
-    resumable state at the next step boundary instead of dying with an epoch's work lost."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self) -> None:
-        self.raised = False
-
-    def _set(self, signum, frame) -> None:
-        self.raised = True
-
-    def __enter__(self) -> StopFlag:
-        self._previous = {s: signal.signal(s, self._set) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 @dataclass

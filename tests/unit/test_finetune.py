@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from realfake import finetune as ft
+from realfake.resume import StopFlag
 
 NUM_CLASSES, PER_CLASS, HIDDEN = 4, 2, 32
 CFG = ft.FinetuneConfig(rank=4, lr=1e-3, batch_size=4, resolution=32, snr_gamma=5.0, mmd_weight=0.05)
@@ -95,7 +96,7 @@ def test_train_moves_lora_and_file_reloads_exactly(tiny_zoo, tiny_inputs, tmp_pa
     frozen = {n: p.detach().clone() for n, p in models.unet.named_parameters() if "lora" not in n}
     table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
     trainer = ft.make_trainer(models, len(table), CFG)
-    parts = ft.train(trainer, table, tiny_inputs["means"], CFG, 2, tmp_path, 100, ft.StopFlag())
+    parts = ft.train(trainer, table, tiny_inputs["means"], CFG, 2, tmp_path, 100, StopFlag())
     assert trainer.step == 2 and set(parts) == {"loss", "eps", "mmd"}
     after = ft.lora_params(models.unet)
     assert any(not torch.equal(before[n], after[n]) for n in before)
