@@ -4,15 +4,20 @@
 #   -> LoRA (min-SNR eps-loss + MMD) -> img2img synthetic shards -> timm classifier -> metrics
 #
 # Targets (README "Targets"): results/<experiment>/metrics.json with <experiment> =
-# <dataset>_<data>[_<variant>][_seed<n>] (realfake/targets.py), results/tables/<table>.csv.
+# <dataset>_<data>[_<variant>][_seed<n>] (realfake/targets.py), results/tables/<table>.{csv,md,html}
+# (results/tables/<table>.partial.md: the cells built so far).
 # `snakemake` (rule all) builds every table of config.yaml's experiment.tables: the whole paper.
-# `snakemake tiny` builds the embedded tiny default, offline on CPU in minutes.
+# `snakemake tiny` builds the embedded tiny default (and tiny.tables), offline on CPU in minutes.
+# `snakemake --report report.html` gathers the tables, figures and per-table provenance summaries.
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
 configfile: "config.yaml"
+
+
+report: "docs/report/workflow.rst"
 
 
 include: "rules/common.smk"
@@ -26,13 +31,21 @@ include: "rules/synthesize.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/tables.smk"
+include: "rules/report.smk"
+include: "rules/sscd.smk"
+include: "rules/lira.smk"
+include: "rules/ood.smk"
+include: "rules/figures.smk"
 
 
 rule all:
     input:
-        expand("results/tables/{table}.csv", table=config["experiment"]["tables"]),
+        expand("results/tables/{table}.provenance.html", table=paper_tables()),
 
 
 rule tiny:
     input:
         "results/tiny_x1/metrics.json",
+        "results/tiny/sscd/realfake/metrics.json",
+        "results/tiny_x1/ood.json",
+        expand("results/tables/{table}.provenance.html", table=config["tiny"]["tables"]),

@@ -48,12 +48,15 @@ class Run:
     output: str
 
 
+ENV: dict[str, str] | None = None  # the children's environment (None: inherited)
+
+
 def timed(cmd: list[str], cwd: Path | None = None) -> Run:
     """Run ``cmd`` as a child: wall time, its CPU time (user + system: what the machine's load does
     not inflate) and its own peak RSS (``ru_maxrss`` is KiB on Linux)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile(mode="w+") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True, env=ENV)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -68,20 +71,23 @@ def job_count(output: str) -> int | None:
     return int(found[-1]) if found else None
 
 
-def snakemake_cmd(snakemake: str, workdir: Path, target: str, dry: bool = True) -> list[str]:
-    """(Dry-)run command of ``target`` for the repository's Snakefile and config, in ``workdir``."""
+def snakemake_cmd(
+    snakemake: str, workdir: Path, target: str, dry: bool = True, tree: Path = REPO
+) -> list[str]:
+    """(Dry-)run command of ``target`` for ``tree``'s Snakefile and config (default: this
+    checkout's), in ``workdir``."""
     return [
         snakemake,
         *(["-n"] if dry else []),
         "-s",
-        str(REPO / "Snakefile"),
+        str(tree / "Snakefile"),
         "-d",
         str(workdir),
         "--configfile",
-        str(REPO / "config.yaml"),
+        str(tree / "config.yaml"),
         "--cores",
         "1",
-        target,
+        *target.split(),  # several targets, space-separated, plan as one DAG
     ]
 
 
@@ -149,6 +155,36 @@ def markdown(
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
+TRIVIAL_SNAKEFILE = """\
+rule all:
+    input:
+        expand("out/{i}.txt", i=range(%d)),
+
+
+rule one:
+    output:
+        "out/{i}.txt",
+    shell:
+        "touch {output}"
+"""
+
+
+def trivial_tree(root: Path, jobs: int) -> Path:
+    """A Snakefile of ``jobs`` - 1 one-line jobs and ``all``: Snakemake's own per-job cost."""
+    (root / "Snakefile").write_text(TRIVIAL_SNAKEFILE % (jobs - 1))
+    (root / "config.yaml").write_text("{}\n")
+    return root
+
+
+def no_slurm_probe_env(root: Path) -> dict[str, str]:
+    """The environment with a stub ``scontrol`` first on PATH. The SLURM executor plugin, imported
+    at every snakemake start, runs ``scontrol show config``; where SLURM is installed but no
+    controller runs (the development machine, after the SLURM tests), that waits ~9 s (its
+    timeout) of wall time, no CPU. The stub fails at once, as on a machine without SLURM."""
+    (root / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+    (root / "scontrol").chmod(0o755)
+    return dict(os.environ, PATH=f"{root}{os.pathsep}{os.environ.get('PATH', '')}")
+
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -156,12 +192,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--snakemake", default=SNAKEMAKE)
     p.add_argument("--finished", type=Path, help="a finished tiny default run dir, for the no-op re-run")
     p.add_argument("--out", type=Path, help="write the Markdown record here")
+    p.add_argument("--tree", type=Path, default=REPO, help="checkout whose Snakefile/config to plan")
+    p.add_argument("--trivial", type=int, nargs="*", default=[], help="job counts of a trivial Snakefile")
+    p.add_argument("--no-slurm-probe", action="store_true", help="stub scontrol (no_slurm_probe_env)")
     args = p.parse_args(argv)
+    global ENV
+    stub_dir = tempfile.TemporaryDirectory(prefix="dagbench-stub-")
+    if args.no_slurm_probe:
+        ENV = no_slurm_probe_env(Path(stub_dir.name))
     load = os.getloadavg()[0]
     rows = []
-    for target in args.targets:
+    for target in [*args.targets, *(f"trivial:{n}" for n in args.trivial)]:
         with tempfile.TemporaryDirectory(prefix="dagbench-") as tmp:
-            run = timed(snakemake_cmd(args.snakemake, Path(tmp), target))
+            if target.startswith("trivial:"):
+                tree = trivial_tree(Path(tmp), int(target.split(":")[1]))
+                run = timed(snakemake_cmd(args.snakemake, Path(tmp), "all", tree=tree))
+                target = f"trivial Snakefile ({target.split(':')[1]} jobs)"
+            else:
+                run = timed(snakemake_cmd(args.snakemake, Path(tmp), target, tree=args.tree))
         jobs = job_count(run.output)
         rows.append((target, jobs, run))
         print(

@@ -32,54 +32,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from realfake.estimate import SD15_TEXT, SD15_UNET, SD15_VAE
 from realfake.synthesize import SynthesisSettings, condition_embeds, generate_batch, generators
 from realfake.zoo import clip_bpe_tokenizer
 
-# Stable Diffusion 1.5 (runwayml/stable-diffusion-v1-5), the values of its unet/, vae/,
-# text_encoder/ (CLIP ViT-L/14 text tower) and scheduler/ config.json files.
-SD15_UNET = dict(
-    sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    center_input_sample=False,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    block_out_channels=(320, 640, 1280, 1280),
-    layers_per_block=2,
-    downsample_padding=1,
-    mid_block_scale_factor=1,
-    act_fn="silu",
-    norm_num_groups=32,
-    norm_eps=1e-5,
-    cross_attention_dim=768,
-    attention_head_dim=8,
-)
-SD15_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    act_fn="silu",
-    latent_channels=4,
-    norm_num_groups=32,
-    sample_size=512,
-    scaling_factor=0.18215,
-)
-SD15_TEXT = dict(
-    vocab_size=49408,
-    hidden_size=768,
-    intermediate_size=3072,
-    projection_dim=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    max_position_embeddings=77,
-    hidden_act="quick_gelu",
-    layer_norm_eps=1e-5,
-)
+# Stable Diffusion 1.5's unet/, vae/ and text_encoder/ config values live in realfake.estimate
+# (its GPU-hour estimate counts their FLOPs); the scheduler's config.json values:
 SD15_SCHEDULER = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,

@@ -1,5 +1,6 @@
 """``realfake`` console script: ``realfake <stage> [args]`` runs ``realfake.<stage>.main(args)``;
-``realfake provenance PATH ...`` prints an artifact's lineage (``realfake.lineage``)."""
+``realfake provenance PATH ...`` prints an artifact's lineage (``realfake.lineage``);
+``realfake estimate TARGET [--gpu KIND]`` prints its GPU-hours per rule (``realfake.estimate``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 STAGES = (
     "zoo",
     "tinydata",
+    "tinyood",
     "index",
     "caption",
     "embed",
@@ -16,9 +18,13 @@ STAGES = (
     "synthesize",
     "train",
     "evaluate",
+    "ood",
+    "figures",
     "tables",
+    "sscd",
+    "lira",
 )
-TOOLS = {"provenance": "lineage"}
+TOOLS = {"provenance": "lineage", "estimate": "estimate"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -84,12 +84,78 @@ def find_errors(config: dict[str, Any], schema: dict) -> list[tuple[tuple, str]]
         if needs and not variant["finetune"]:
             message = f"{' and '.join(needs)} only work with finetune: true (App. G.5)"
             errors.append((("variants", name), message))
+        for option, default, needs_key in (
+            ("mmd_kind", "mean", "mmd"),
+            ("guidance_source", "class_mean", "visual_guidance"),
+        ):
+            if variant.get(option, default) != default and not variant[needs_key]:
+                message = f"{option}: {variant[option]} needs {needs_key}: true"
+                errors.append((("variants", name, option), message))
+    errors += lira_errors(config, schema)
+    errors += ood_figure_errors(config)
     choices = Choices.from_config(config)
     for name, table in config["experiment"]["tables"].items():
+        if table.get("source") == "ood" and not table.get("dataset"):
+            errors.append((("experiment", "tables", name), "source: ood needs dataset: (whose classifiers)"))
+            continue
         try:
             table_cells(table, choices)
         except TargetError as err:
             errors.append((("experiment", "tables", name), str(err)))
+    for name in config["tiny"].get("tables", []):
+        if name not in config["experiment"]["tables"]:
+            errors.append((("tiny", "tables"), f"{name!r} is not a table under experiment.tables"))
+    return errors
+
+
+def ood_figure_errors(config: dict[str, Any]) -> list[tuple[tuple, str]]:
+    """OOD sets or figures naming an unknown dataset, variant or scale."""
+    datasets, known = config["datasets"], ", ".join(config["datasets"])
+    errors = [
+        (("ood", name), f"no dataset {name!r} (known: {known})")
+        for name in config.get("ood", {})
+        if name not in datasets
+    ]
+    fig1 = config.get("figures", {}).get("fig1", {})
+    errors += [
+        (("figures", "fig1", "datasets", i), f"no dataset {name!r} (known: {known})")
+        for i, name in enumerate(fig1.get("datasets", []))
+        if name not in datasets
+    ]
+    baseline = fig1.get("baseline", "base")
+    if fig1 and baseline not in config["variants"]:
+        errors.append((("figures", "fig1", "baseline"), f"no variant {baseline!r}"))
+    for name, fig2 in config.get("figures", {}).get("fig2", {}).items():
+        if name not in datasets:
+            errors.append((("figures", "fig2", name), f"no dataset {name!r} (known: {known})"))
+        invalid = sorted(set(fig2["scales"]) - set(config["experiment"]["scales"]))
+        if invalid:
+            errors.append((("figures", "fig2", name, "scales"), f"scales {invalid} not in experiment.scales"))
+    return errors
+
+
+def lira_errors(config: dict[str, Any], schema: dict) -> list[tuple[tuple, str]]:
+    """LiRA settings naming an unknown dataset or a generator without fine-tuning, or overrides that
+    do not make a valid setting of the dataset's finetune / synthesis / recipe."""
+    errors: list[tuple[tuple, str]] = []
+    for name, lira in config.get("lira", {}).items():
+        if name not in config["datasets"]:
+            errors.append((("lira", name), f"no dataset {name!r} (known: {', '.join(config['datasets'])})"))
+            continue
+        variant = config["variants"].get(lira["variant"])
+        if variant is None or not variant["finetune"]:
+            errors.append(
+                (("lira", name, "variant"), f"{lira['variant']!r} is no variant with finetune: true")
+            )
+        for key, section in (("finetune", "finetune"), ("synthesis", "synthesis"), ("recipe", "recipes")):
+            base = config[section].get(config["datasets"][name][key])
+            if base is None:  # a dangling reference, reported by find_errors
+                continue
+            merged = {**base, **lira.get(key, {})}
+            validator = jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{key}"})
+            errors += [
+                (("lira", name, key, *e.absolute_path), e.message) for e in validator.iter_errors(merged)
+            ]
     return errors
 
 

@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from realfake import provenance
+from realfake.conditioning import ImageEmbeddings
 from realfake.index import iter_image_batches, read_index
 from realfake.io import atomic_path, load_weights_only, set_offline
 from realfake.models import check_guidance_width, load_clip_vision, resolve_device, resolve_dtype
@@ -98,14 +99,24 @@ def load_shard(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return embeds, labels, image_ids
 
 
-def merge_shards(paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
-    """All shards' (embeds, labels) concatenated; an image id in two shards is an error."""
+def merge_shards(paths: list[Path], only: set[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All shards' (embeds, labels) concatenated; an image id in two shards is an error.
+
+    ``only``: keep just these image ids (e.g. the members of a LiRA shadow model); an id of it that
+    no shard holds is an error."""
     shards = [load_shard(path) for path in paths]
     counts = Counter(image_id for _, _, image_ids in shards for image_id in image_ids)
     dups = sorted(image_id for image_id, count in counts.items() if count > 1)
     if dups:
         raise EmbeddingError(f"{len(dups)} image ids occur in more than one shard (e.g. {dups[:5]})")
-    return torch.cat([e for e, _, _ in shards]), torch.cat([labels for _, labels, _ in shards])
+    embeds, labels = torch.cat([e for e, _, _ in shards]), torch.cat([lab for _, lab, _ in shards])
+    if only is None:
+        return embeds, labels
+    missing = sorted(only - counts.keys())
+    if missing:
+        raise EmbeddingError(f"{len(missing)} requested image ids are in no shard (e.g. {missing[:5]})")
+    keep = torch.tensor([image_id in only for _, _, ids in shards for image_id in ids], dtype=torch.bool)
+    return embeds[keep], labels[keep]
 
 
 def save_means(out: Path, means: torch.Tensor, counts: torch.Tensor) -> None:
@@ -127,6 +138,18 @@ def load_guidance(path: str | Path, sd_model: str) -> torch.Tensor:
     return means["means"]
 
 
+def load_image_guidance(paths: list[Path], sd_model: str) -> ImageEmbeddings:
+    """Per-image embeddings of all ``paths`` (embedding shards) keyed by image id, for the per-image
+    guidance source; checked against ``sd_model``'s text-encoder width like :func:`load_guidance`."""
+    shards = [load_shard(path) for path in paths]
+    embeds = torch.cat([e for e, _, _ in shards])
+    check_guidance_width(embeds, paths[0], sd_model)
+    try:
+        return ImageEmbeddings.from_ids([i for _, _, ids in shards for i in ids], embeds)
+    except ValueError as err:
+        raise EmbeddingError(f"embedding shards {[str(p) for p in paths[:3]]}...: {err}") from None
+
+
 def run(args: argparse.Namespace) -> None:
     """Embed one shard of the train split."""
     set_offline()
@@ -146,8 +169,9 @@ def run(args: argparse.Namespace) -> None:
 
 
 def means(args: argparse.Namespace) -> None:
-    """Merge shards into class means."""
-    embeds, labels = merge_shards(args.inputs)
+    """Merge shards into class means (of the train images of ``--index`` only, when given)."""
+    only = None if args.index is None else set(read_index(args.index).query("split == 'train'")["image_id"])
+    embeds, labels = merge_shards(args.inputs, only)
     class_mean, counts = class_means(embeds, labels, args.num_classes)
     save_means(args.out, class_mean, counts)
     log.info("wrote %s: %d class means from %d images", args.out, len(counts), int(counts.sum()))
@@ -165,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     p = commands.add_parser("means", help="merge shards into per-class means")
     p.add_argument("--inputs", required=True, nargs="+", type=Path, help="shard .safetensors files")
     p.add_argument("--num-classes", required=True, type=int, help="number of classes C")
+    p.add_argument("--index", type=Path, help="average only this index's train images (LiRA member halves)")
     p.add_argument("--out", required=True, type=Path, help="class_means.pt to write")
     p.set_defaults(func=means)
     args = parser.parse_args(argv)

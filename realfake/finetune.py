@@ -3,8 +3,9 @@
 Each step encodes real train images with the frozen VAE, noises them (DDPM, uniform timesteps)
 and trains LoRA adapters on the UNet's attention projections to predict the noise under the
 condition "photo of [class], [caption], [class-mean CLIP image embedding]" (see
-:mod:`realfake.conditioning`), with the min-SNR-weighted epsilon loss plus the MMD batch-mean
-term of :mod:`realfake.losses`.
+:mod:`realfake.conditioning`), with the min-SNR-weighted epsilon loss plus the MMD term of
+:mod:`realfake.losses` (the paper's batch-mean form, or ``--mmd-kind kernel``). ``--guidance-source
+image`` swaps the class mean for each image's own CLIP embedding (what the official code does).
 
 The run is resumable: every ``--checkpoint-every`` steps, and on SIGTERM/SIGUSR1 (then exiting
 with code 75, EX_TEMPFAIL, so a SLURM/snakemake retry resumes), the LoRA weights, AdamW state, step
@@ -33,10 +34,16 @@ import torch
 from PIL import Image
 
 from realfake import provenance
-from realfake.conditioning import encode_condition, format_prompt
-from realfake.embed import load_guidance
+from realfake.conditioning import (
+    GUIDANCE_SOURCES,
+    ImageEmbeddings,
+    encode_condition,
+    format_prompt,
+    select_guidance,
+)
+from realfake.embed import load_guidance, load_image_guidance
 from realfake.io import atomic_path, load_weights_only, set_offline
-from realfake.losses import min_snr_weights, realfake_loss, snr
+from realfake.losses import MMD_KINDS, MMDSettings, min_snr_weights, realfake_loss, snr
 from realfake.models import load_sd_components, resolve_device
 from realfake.resume import StopFlag, rng_state, set_rng_state
 
@@ -63,6 +70,14 @@ class FinetuneConfig:
     visual_guidance: bool = True
     caption: bool = True
     seed: int = 0
+    mmd_kind: str = "mean"
+    mmd_bandwidths: tuple[float, ...] = (0.5, 1.0, 2.0)
+    mmd_bandwidth_base: float | None = None  # None: median heuristic
+    guidance_source: str = "class_mean"
+
+    @property
+    def mmd(self) -> MMDSettings:
+        return MMDSettings(self.mmd_kind, self.mmd_bandwidths, self.mmd_bandwidth_base)
 
 
 @dataclass
@@ -144,16 +159,19 @@ def load_image(path: str, resolution: int) -> torch.Tensor:
 
 
 def make_batch(
-    rows: pd.DataFrame, cfg: FinetuneConfig, means: torch.Tensor | None, generator: torch.Generator
+    rows: pd.DataFrame,
+    cfg: FinetuneConfig,
+    means: torch.Tensor | ImageEmbeddings | None,
+    generator: torch.Generator,
 ) -> Batch:
-    """Load ``rows`` as a training batch; each image is flipped horizontally with probability 1/2."""
+    """Load ``rows`` as a training batch; each image is flipped horizontally with probability 1/2.
+    ``means``: the guidance source, class means or per-image embeddings (realfake.conditioning)."""
     pixels = torch.stack([load_image(p, cfg.resolution) for p in rows["path"]])
     flip = torch.rand(len(rows), generator=generator) < 0.5
     pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
     captions = rows["caption"] if cfg.caption else [""] * len(rows)
     prompts = [format_prompt(cfg.prompt, n, c) for n, c in zip(rows["class_name"], captions, strict=True)]
-    labels = torch.tensor(rows["label"].tolist(), dtype=torch.long)
-    return Batch(pixels, prompts, None if means is None else means[labels])
+    return Batch(pixels, prompts, select_guidance(means, rows["label"].tolist(), rows["image_id"].tolist()))
 
 
 def training_step(
@@ -172,7 +190,7 @@ def training_step(
     noisy = models.scheduler.add_noise(latents, noise, timesteps)
     pred = models.unet(noisy, timesteps, encoder_hidden_states=cond).sample
     weights = min_snr_weights(snr(models.scheduler.alphas_cumprod, timesteps), cfg.snr_gamma)
-    return realfake_loss(pred, noise, weights, cfg.mmd_weight)
+    return realfake_loss(pred, noise, weights, cfg.mmd_weight, cfg.mmd)
 
 
 def apply_gradients(loss: torch.Tensor, params: list[torch.nn.Parameter], optimizer) -> None:
@@ -261,11 +279,18 @@ def save_state(trainer: Trainer, cfg: FinetuneConfig, state_dir: Path) -> None:
         torch.save(trainer.state_dict(cfg), tmp)
 
 
-def resume(trainer: Trainer, cfg: FinetuneConfig, state_dir: Path) -> None:
-    """Load ``state_dir``'s state if there is one; keep the log only up to the resumed step."""
-    path, log_path = state_dir / STATE_FILE, state_dir / LOG_FILE
-    if path.exists():
-        trainer.load_state_dict(load_weights_only(path, "fine-tuning state"), cfg)
+def saved_state(state_dir: Path) -> dict | None:
+    """``state_dir``'s resumable state, or None. Read before any model is built, so a state file
+    that is not weights-only (a pickle) is refused before minutes of model loading."""
+    path = state_dir / STATE_FILE
+    return load_weights_only(path, "fine-tuning state") if path.exists() else None
+
+
+def resume(trainer: Trainer, cfg: FinetuneConfig, state_dir: Path, state: dict | None) -> None:
+    """Continue from ``state`` (see :func:`saved_state`); keep the log only up to its step."""
+    log_path = state_dir / LOG_FILE
+    if state is not None:
+        trainer.load_state_dict(state, cfg)
         log.info("resuming from step %d", trainer.step)
     if log_path.exists():
         lines = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] <= trainer.step]
@@ -321,6 +346,24 @@ def save_lora(unet: torch.nn.Module, out: Path) -> None:
         Path(folder, "pytorch_lora_weights.safetensors").replace(tmp)
 
 
+def bandwidth_base(value: str) -> float | None:
+    """``--mmd-bandwidth-base``: "median" (None) or a positive number."""
+    if value == "median":
+        return None
+    if float(value) <= 0:
+        raise argparse.ArgumentTypeError(f"must be 'median' or positive, got {value}")
+    return float(value)
+
+
+def guidance_source(args: argparse.Namespace) -> torch.Tensor | ImageEmbeddings | None:
+    """The visual-guidance vectors the flags ask for (None: the no-guidance ablation)."""
+    if args.no_visual_guidance:
+        return None
+    if args.guidance_source == "image":
+        return load_image_guidance(args.image_embeddings, args.model)
+    return load_guidance(args.class_means, args.model)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m realfake.finetune", description=__doc__.split("\n")[0])
     p.add_argument("--index", required=True, type=Path, help="index.parquet (train split is used)")
@@ -340,6 +383,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--snr-gamma", type=float, default=FinetuneConfig.snr_gamma)
     p.add_argument("--mmd-weight", type=float, default=FinetuneConfig.mmd_weight)
     p.add_argument("--prompt", default=FinetuneConfig.prompt, help="template with {class_name}, {caption}")
+    p.add_argument("--mmd-kind", choices=MMD_KINDS, default="mean", help="batch-mean (paper) or kernel MMD")
+    p.add_argument("--mmd-bandwidths", type=float, nargs="+", default=list(FinetuneConfig.mmd_bandwidths),
+                   help="kernel MMD: RBF bandwidths, factors of --mmd-bandwidth-base")  # fmt: skip
+    p.add_argument("--mmd-bandwidth-base", type=bandwidth_base, default=None,
+                   help="kernel MMD: 'median' (heuristic) or a fixed per-element RMS distance")  # fmt: skip
+    p.add_argument("--guidance-source", choices=GUIDANCE_SOURCES, default="class_mean",
+                   help="class_mean (paper) or image: each image's embedding (official code)")  # fmt: skip
+    p.add_argument("--image-embeddings", type=Path, nargs="+",
+                   help="embedding shards, for --guidance-source image")  # fmt: skip
     p.add_argument("--no-visual-guidance", action="store_true", help="ablation: no class-mean token")
     p.add_argument("--no-caption", action="store_true", help="ablation: empty caption in the prompt")
     p.add_argument("--seed", type=int, default=0)
@@ -348,17 +400,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.captions is None and not args.no_caption:
         p.error("--captions is required unless --no-caption")
-    if args.class_means is None and not args.no_visual_guidance:
-        p.error("--class-means is required unless --no-visual-guidance")
+    per_image = args.guidance_source == "image"
+    if args.class_means is None and not args.no_visual_guidance and not per_image:
+        p.error("--class-means is required unless --no-visual-guidance or --guidance-source image")
+    if per_image and not args.image_embeddings and not args.no_visual_guidance:
+        p.error("--guidance-source image needs --image-embeddings")
     steps_or_epochs = args.max_steps if args.max_steps is not None else args.epochs
     if min(args.checkpoint_every, steps_or_epochs, args.batch_size) < 1:
         p.error("--checkpoint-every, --max-steps, --epochs and --batch-size must be positive")
     return args
 
 
-@provenance.stage(inputs=("index", "captions", "class_means", "model"))
+@provenance.stage(inputs=("index", "captions", "class_means", "image_embeddings", "model"))
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    state = saved_state(args.state_dir)
     set_offline()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.threads:
@@ -366,15 +422,16 @@ def main(argv: list[str] | None = None) -> None:
     cfg = FinetuneConfig(
         args.rank, args.lr, args.batch_size, args.resolution, args.snr_gamma, args.mmd_weight,
         args.prompt, not args.no_visual_guidance, not args.no_caption, args.seed,
+        args.mmd_kind, tuple(args.mmd_bandwidths), args.mmd_bandwidth_base, args.guidance_source,
     )  # fmt: skip
     captions = None if args.no_caption else pd.read_parquet(args.captions)
     table = training_table(pd.read_parquet(args.index), captions, args.captions)
-    means = None if args.no_visual_guidance else load_guidance(args.class_means, args.model)
+    means = guidance_source(args)
     steps = total_steps(len(table), cfg.batch_size, args.max_steps, args.epochs)
     models = load_models(args.model, cfg.rank, resolve_device(args.device), cfg.seed)
     trainer = make_trainer(models, len(table), cfg)
     args.state_dir.mkdir(parents=True, exist_ok=True)
-    resume(trainer, cfg, args.state_dir)
+    resume(trainer, cfg, args.state_dir, state)
     start_step, start_time = trainer.step, time.time()
     with StopFlag() as stop:
         parts = train(trainer, table, means, cfg, steps, args.state_dir, args.checkpoint_every, stop)

@@ -7,11 +7,13 @@ sibling (same directory, so ``os.replace`` is an atomic rename on POSIX) and ren
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import pickle
 import shutil
+import socket
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -23,11 +25,13 @@ from typing import Any
 def atomic_path(final: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it onto ``final`` only on success.
 
-    On any exception the temporary file or directory is removed and ``final`` is untouched.
+    On any exception the temporary file or directory is removed and ``final`` is untouched; what a
+    killed writer could not remove is removed by the next writer of ``final`` (:func:`remove_dead_temps`).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{final.name}.tmp-"
+    remove_dead_temps(final)
+    prefix = f"{_temp_prefix(final)}{_HOST}-{os.getpid()}-"
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
     else:
@@ -51,6 +55,43 @@ def atomic_path(final: str | os.PathLike, *, is_dir: bool = False) -> Iterator[P
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+_HOST = socket.gethostname().replace("-", "_")
+
+
+def _temp_prefix(final: Path) -> str:
+    return f".{final.name}.tmp-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_dead_temps(final: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries of ``final`` left by writers on this host that died (kill -9, OOM,
+    node reboot): a temporary is named ``.<name>.tmp-<host>-<pid>-<random>``, so one whose process
+    is gone is garbage. Temporaries of live writers and of other hosts (a shared filesystem) are
+    kept. Returns the removed paths."""
+    final = Path(final)
+    removed = []
+    for tmp in final.parent.glob(f"{glob.escape(_temp_prefix(final))}*"):
+        host, _, rest = tmp.name[len(_temp_prefix(final)) :].partition("-")
+        pid = rest.partition("-")[0]
+        if host != _HOST or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
 
 
 def _apply_umask(path: Path) -> None:

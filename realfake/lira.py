@@ -21,16 +21,31 @@ the target's score is under the non-member Gaussian, in either tail (the paper's
 one-sided: a score far below the non-member median is not evidence of membership there); and the
 online fixed-variance attack uses one variance, pooled over the member shadow scores, for both
 Gaussians.
+
+The CLI (rules/lira.smk wires it; docs/stages.md) writes the keep masks, each model's member index
+(the index with its train split cut to the members: the finetune, synthesize and train stages run
+on it unchanged), each model's logits on every train example and its flip, the metrics of one
+pipeline, and the log-log ROC figure comparing the pipelines (paper Fig. 3).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import scipy.stats
+from safetensors.numpy import load_file, save_file
 from scipy.special import logsumexp
+
+from realfake import provenance
+from realfake.io import atomic_path, write_json
 
 ATTACKS = ("online", "online_fixed_variance", "offline", "offline_fixed_variance", "global_threshold")
 PAPER_FPRS = (1e-3, 1e-5)  # 0.1 % and 0.001 %
+QUERIES = ("image", "hflip")  # the image and its horizontal flip, as the paper's queries
 STD_FLOOR = 1e-30  # the reference's guard against a zero standard deviation
 
 
@@ -181,3 +196,239 @@ def attack_metrics(
         "num_members": int(np.asarray(is_member, dtype=bool).sum()),
         "num_nonmembers": num_nonmembers,
     }
+
+
+# --- the pipelines' data: member halves, query logits, per-pipeline metrics ---------------------
+
+
+def member_index(index: pd.DataFrame, keep_row: np.ndarray) -> pd.DataFrame:
+    """``index`` with its train split cut to one model's members (``keep_row`` ``[N]`` over the
+    train rows in index order); the test split stays. Stages given it train on the members only."""
+    is_train = (index["split"] == "train").to_numpy()
+    keep_row = np.asarray(keep_row, dtype=bool)
+    if is_train.sum() != len(keep_row):
+        raise ValueError(
+            f"keep mask covers {len(keep_row)} examples, the index has {is_train.sum()} train rows"
+        )
+    selected = ~is_train
+    selected[is_train] = keep_row
+    return index[selected]
+
+
+def subsample_roc(fpr: np.ndarray, tpr: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``points`` + 2 points of a ROC curve for a log-log plot: (0, 0), then for each of
+    ``points`` FPRs log-spaced from the smallest non-zero FPR to 1 the curve's last point at or
+    below it (its highest TPR there), and (1, 1)."""
+    if len(fpr) <= points + 2:
+        return fpr, tpr
+    grid = np.geomspace(fpr[fpr > 0].min(), 1.0, points)
+    chosen = np.unique(np.r_[0, np.searchsorted(fpr, grid, side="right") - 1, len(fpr) - 1])
+    return fpr[chosen], tpr[chosen]
+
+
+def pipeline_metrics(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    keep: np.ndarray,
+    target_fprs: tuple[float, ...] = PAPER_FPRS,
+    roc_points: int = 100,
+) -> dict:
+    """Every attack's metrics (:func:`attack_metrics`) and subsampled ROC, from the logits
+    ``[M, N, Q, C]`` of ``M`` models on ``N`` examples (labels ``[N]``) and their keep masks.
+
+    Each model is the target once, the others its shadows; the member scores of all ``M`` targets
+    are pooled into one ROC (``M * N / 2`` members, as many non-members).
+    """
+    keep = np.asarray(keep, dtype=bool)
+    scores = lira_scores(logits, np.asarray(labels)[:, None])
+    attacks = {}
+    for attack in ATTACKS:
+        member_scores = attack_scores(scores, keep, attack)
+        roc_fpr, roc_tpr = subsample_roc(*roc_curve(member_scores, keep), roc_points)
+        roc = {"fpr": roc_fpr.tolist(), "tpr": roc_tpr.tolist()}
+        attacks[attack] = {**attack_metrics(member_scores, keep, target_fprs), "roc": roc}
+    return {
+        "num_models": int(keep.shape[0]),
+        "num_examples": int(keep.shape[1]),
+        "queries": list(QUERIES[: scores.shape[-1]]),
+        "members_per_model": keep.sum(axis=1).tolist(),
+        "models_per_example": int(keep.sum(axis=0).min()),
+        "targets": "leave-one-out: each model the target once, the other M-1 its shadows; pooled",
+        "attacks": attacks,
+    }
+
+
+def query_logits(model, loader) -> np.ndarray:
+    """Logits ``[N, Q, C]`` (float32) of every image of ``loader`` and of its horizontal flip."""
+    import torch  # here, not at the top: the numpy-only subcommands start without torch
+
+    model.eval()
+    device = next(model.parameters()).device
+    batches = []
+    with torch.inference_mode():
+        for images, _ in loader:
+            images = images.to(device)
+            batches.append(torch.stack([model(images), model(images.flip(-1))], dim=1).float().cpu())
+    return torch.cat(batches).numpy()
+
+
+def load_logits(paths: list[str | Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(logits ``[M, N, Q, C]``, labels ``[N]``) from one logits file per model; the labels must agree."""
+    files = [load_file(str(path)) for path in paths]
+    labels = files[0]["labels"]
+    for path, file in zip(paths, files, strict=True):
+        if not np.array_equal(file["labels"], labels):
+            raise ValueError(f"{path}: labels differ from {paths[0]}'s (logits of another index?)")
+    return np.stack([file["logits"] for file in files]), labels
+
+
+# --- figure --------------------------------------------------------------------------------------
+
+PIPELINE_LABELS = {"real": "real (private) data", "synthetic": "synthetic data"}
+PIPELINE_STYLES = ("-", "--", ":", "-.")
+
+
+def plot_roc(pipelines: dict[str, dict], outs: list[str | Path]) -> None:
+    """Log-log ROC of every attack (colour) and pipeline (line style), as paper Fig. 3; one file
+    per path in ``outs`` (format from the suffix; SVG without date, so reruns give equal bytes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "realfake-lira"
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    lowest = 1.0
+    for style, (pipeline, metrics) in zip(PIPELINE_STYLES, pipelines.items(), strict=False):
+        for color, (attack, result) in enumerate(metrics["attacks"].items()):
+            fpr, tpr = np.asarray(result["roc"]["fpr"]), np.asarray(result["roc"]["tpr"])
+            shown = (fpr > 0) & (tpr > 0)  # log axes
+            lowest = min(lowest, fpr[shown].min(initial=1.0))
+            name = f"{attack.replace('_', ' ')}, {PIPELINE_LABELS.get(pipeline, pipeline)}"
+            label = f"{name} (AUC {result['auc']:.3f})"
+            ax.plot(fpr[shown], tpr[shown], style, color=f"C{color}", label=label, linewidth=1.2)
+    ax.plot([lowest, 1], [lowest, 1], color="0.6", linewidth=0.8, label="chance")
+    ax.set(xscale="log", yscale="log", xlim=(lowest, 1), ylim=(lowest, 1))
+    ax.set(xlabel="False positive rate", ylabel="True positive rate", title="LiRA membership inference")
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    for out in outs:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format=Path(out).suffix[1:], dpi=150, metadata={"Date": None})
+    plt.close(fig)
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+
+def keep_command(args: argparse.Namespace) -> None:
+    keep = keep_masks(args.num_models, args.num_examples, args.seed)
+    with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, keep)
+    print(f"keep masks {keep.shape}: members per model {keep.sum(axis=1).tolist()}")
+
+
+def members_command(args: argparse.Namespace) -> None:
+    keep = np.load(args.keep, allow_pickle=False)
+    members = member_index(pd.read_parquet(args.index), keep[args.model])
+    with atomic_path(args.out) as tmp:
+        members.to_parquet(tmp, index=False)
+    print(f"model {args.model}: {int(keep[args.model].sum())} of {keep.shape[1]} train examples")
+
+
+def logits_command(args: argparse.Namespace) -> None:
+    from torch.utils.data import DataLoader
+
+    from realfake.evaluate import load_classifier
+    from realfake.io import set_offline
+    from realfake.models import resolve_device
+    from realfake.recipes import ImageBytesDataset, create_eval_transform, real_table
+
+    set_offline()
+    model, metadata = load_classifier(args.checkpoint)
+    index = pd.read_parquet(args.index)
+    table = real_table(index, "train")
+    transform = create_eval_transform(json.loads(metadata["eval_transform"]))
+    loader = DataLoader(
+        ImageBytesDataset(table, transform), batch_size=args.batch_size, num_workers=args.workers
+    )
+    logits = query_logits(model.to(resolve_device(args.device)), loader)
+    tensors = {"logits": logits, "labels": np.asarray(table.label, dtype=np.int64)}
+    with atomic_path(args.out) as tmp:
+        save_file(tensors, str(tmp), metadata={"queries": ",".join(QUERIES)})
+    print(f"logits {logits.shape} of {args.checkpoint}")
+
+
+def attack_command(args: argparse.Namespace) -> None:
+    keep = np.load(args.keep, allow_pickle=False)
+    logits, labels = load_logits(args.logits)
+    if logits.shape[:2] != keep.shape:
+        raise ValueError(
+            f"{len(args.logits)} logits files of {logits.shape[1]} examples; keep is {keep.shape}"
+        )
+    metrics = pipeline_metrics(logits, labels, keep, tuple(args.fprs), args.roc_points)
+    write_json(args.out, {"pipeline": args.pipeline, **metrics})
+    for attack, result in metrics["attacks"].items():
+        at = {f: r["tpr"] if r["tpr"] is not None else "n/a" for f, r in result["tpr_at_fpr"].items()}
+        print(f"{args.pipeline} {attack}: AUC {result['auc']:.4f} TPR@FPR {at}")
+
+
+def figure_command(args: argparse.Namespace) -> None:
+    pipelines = {}
+    for path in args.metrics:
+        metrics = json.loads(Path(path).read_text())
+        pipelines[metrics["pipeline"]] = metrics
+    plot_roc(pipelines, args.out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line flags (see docs/stages.md)."""
+    parser = argparse.ArgumentParser(prog="python -m realfake.lira", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("keep", help="keep masks [M, N] as .npy (the reference's draw)")
+    p.add_argument("--num-models", type=int, required=True, help="M (even, >= 4)")
+    p.add_argument("--num-examples", type=int, required=True, help="N: the train split's size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="keep.npy")
+    p.set_defaults(func=keep_command)
+    p = commands.add_parser("members", help="the index with the train split cut to one model's members")
+    p.add_argument("--index", required=True, help="index.parquet of the dataset")
+    p.add_argument("--keep", required=True, help="keep.npy")
+    p.add_argument("--model", type=int, required=True, help="row m of the keep masks")
+    p.add_argument("--out", required=True, help="the member index.parquet")
+    p.set_defaults(func=members_command)
+    p = commands.add_parser("logits", help="a classifier's logits on every train image and its flip")
+    p.add_argument("--index", required=True, help="index.parquet: all N train examples, in index order")
+    p.add_argument("--checkpoint", required=True, help="classifier.safetensors from realfake.train")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--out", required=True, help="logits.safetensors: logits [N, Q, C] f32, labels [N] i64")
+    p.set_defaults(func=logits_command)
+    p = commands.add_parser("attack", help="all attacks on one pipeline's models: metrics JSON")
+    p.add_argument("--keep", required=True, help="keep.npy")
+    p.add_argument("--logits", required=True, nargs="+", help="logits.safetensors of models 0..M-1, in order")
+    p.add_argument(
+        "--pipeline", required=True, help="name recorded in the JSON and the figure (real, synthetic)"
+    )
+    p.add_argument("--fprs", type=float, nargs="+", default=list(PAPER_FPRS), help="FPRs to report TPR at")
+    p.add_argument("--roc-points", type=int, default=100, help="ROC points kept for the figure")
+    p.add_argument("--out", required=True, help="metrics.json")
+    p.set_defaults(func=attack_command)
+    p = commands.add_parser("figure", help="log-log ROC of the pipelines' attacks (paper Fig. 3)")
+    p.add_argument("--metrics", required=True, nargs="+", help="metrics.json of each pipeline")
+    p.add_argument(
+        "--out", required=True, nargs="+", help="figure files; format from the suffix (.png, .svg)"
+    )
+    p.set_defaults(func=figure_command)
+    return parser.parse_args(argv)
+
+
+@provenance.stage(inputs=("index", "keep", "checkpoint", "logits", "metrics"))
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

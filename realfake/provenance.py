@@ -367,7 +367,8 @@ def stage(*, inputs: Sequence[str] = (), outputs: Sequence[str] = ("out",)) -> C
             started, clock = utc_now(), time.perf_counter()
             result = main(args)
             wall = time.perf_counter() - clock
-            write_records(build_record(module, args, inputs, outputs, started, utc_now(), wall))
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes the outputs
+                write_records(build_record(module, args, inputs, outputs, started, utc_now(), wall))
             return result
 
         return run

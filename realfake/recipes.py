@@ -300,8 +300,26 @@ class ImageBytesDataset(Dataset):
         return len(self.table)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        with open(self.table.path[i].decode(), "rb") as fh:
-            fh.seek(int(self.table.offset[i]))
+        path, offset = self.table.path[i].decode(), int(self.table.offset[i])
+        with open(path, "rb") as fh:
+            fh.seek(offset)
             data = fh.read(int(self.table.size[i]))
-        image = Image.open(io.BytesIO(data)).convert("RGB")
+        try:
+            image = Image.open(io.BytesIO(data)).convert("RGB")
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for corrupt/truncated data
+            raise CorruptImageError(f"{describe_sample(path, offset)} cannot be decoded ({err})") from err
         return self.transform(image), int(self.table.label[i])
+
+
+class CorruptImageError(ValueError):
+    """A training image (a file, or a member of a shard) that does not decode."""
+
+
+def describe_sample(path: str, offset: int) -> str:
+    """Where a sample's bytes live, for error messages: the file, or the shard and its member name
+    (looked up from the tar headers, since the sample table keeps only offsets)."""
+    if not tarfile.is_tarfile(path):
+        return f"image {path}"
+    with tarfile.open(path, "r:") as tar:
+        names = [m.name for m in tar if m.offset_data == offset]
+    return f"shard {path}, member {names[0] if names else f'at byte {offset}'},"

@@ -31,7 +31,7 @@ class StageCost:
     resolution: int
 
 
-# items: images (caption, embed, synthesize, evaluate), optimiser steps (finetune),
+# items: images (caption, embed, synthesize, evaluate, sscd), optimiser steps (finetune),
 # image-epochs (train)
 COSTS: dict[str, dict[str, StageCost]] = {
     "tiny": {
@@ -41,6 +41,7 @@ COSTS: dict[str, dict[str, StageCost]] = {
         "synthesize": StageCost(2000, 8.0, 0.25, 64),
         "train": StageCost(2000, 8.0, 0.005, 64),
         "evaluate": StageCost(2000, 8.0, 0.01, 64),
+        "sscd": StageCost(2000, 8.0, 0.01, 64),
     },
     "paper": {
         "caption": StageCost(32000, 120.0, 0.05, 512),
@@ -49,6 +50,7 @@ COSTS: dict[str, dict[str, StageCost]] = {
         "synthesize": StageCost(16000, 120.0, 1.0, 512),
         "train": StageCost(64000, 60.0, 0.002, 224),
         "evaluate": StageCost(16000, 60.0, 0.002, 224),
+        "sscd": StageCost(16000, 60.0, 0.01, 288),
     },
 }
 

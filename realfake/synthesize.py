@@ -23,8 +23,14 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from realfake import provenance
-from realfake.conditioning import encode_condition, format_prompt
-from realfake.embed import load_guidance
+from realfake.conditioning import (
+    GUIDANCE_SOURCES,
+    ImageEmbeddings,
+    encode_condition,
+    format_prompt,
+    select_guidance,
+)
+from realfake.embed import load_guidance, load_image_guidance
 from realfake.io import atomic_path, open_tar, safetensors_metadata, set_offline
 from realfake.models import load_sd_pipeline, resolve_device
 from realfake.shards import sample_seed, shard_rows
@@ -223,7 +229,7 @@ def load_pipeline(model: str, lora: str | None, device: str, txt2img: bool = Fal
 def synthesize(
     pipe,
     plan: pd.DataFrame,
-    class_means: torch.Tensor | None,
+    class_means: torch.Tensor | ImageEmbeddings | None,
     settings: SynthesisSettings,
     negative_prompt: str,
     batch_size: int,
@@ -235,7 +241,7 @@ def synthesize(
     done: dict[int, bytes] = {}
     order, cursor = list(plan.index), 0
     for batch in tqdm(class_batches(plan, batch_size), desc="synthesize", unit="batch"):
-        guidance = None if class_means is None else class_means[torch.tensor(batch["label"].tolist())]
+        guidance = select_guidance(class_means, batch["label"].tolist(), batch["image_id"].tolist())
         positive, negative = condition_embeds(pipe, list(batch["prompt"]), guidance, negative_prompt)
         images = None if settings.txt2img else [load_image(p, settings.resolution) for p in batch["path"]]
         results = generate_batch(pipe, images, positive, negative, generators(batch["seed"]), settings)
@@ -265,6 +271,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="template with {class_name}, {caption}")
     p.add_argument("--negative-prompt", default=DEFAULT_NEGATIVE)
     p.add_argument("--no-visual-guidance", action="store_true")
+    p.add_argument("--guidance-source", choices=GUIDANCE_SOURCES, default="class_mean",
+                   help="class_mean (paper) or image: the source image's embedding")  # fmt: skip
+    p.add_argument("--image-embeddings", nargs="+", help="embedding shards, for --guidance-source image")
     p.add_argument("--no-caption", action="store_true")
     p.add_argument("--txt2img", action="store_true", help="ablation: Gaussian prior, full --steps")
     p.add_argument("--jpeg-quality", type=int, default=95)
@@ -275,10 +284,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.no_caption and not args.captions:
         p.error("--captions is required unless --no-caption")
+    if args.guidance_source == "image" and not args.no_visual_guidance and not args.image_embeddings:
+        p.error("--guidance-source image needs --image-embeddings")
     return args
 
 
-@provenance.stage(inputs=("index", "captions", "class_means", "model", "lora"))
+@provenance.stage(inputs=("index", "captions", "class_means", "image_embeddings", "model", "lora"))
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     set_offline()
@@ -293,7 +304,12 @@ def main(argv: list[str] | None = None) -> None:
     plan = shard_plan(
         index, captions, *where, template=args.prompt, use_caption=not args.no_caption, source=args.captions
     )
-    means = None if args.no_visual_guidance else load_guidance(args.class_means, args.model)
+    if args.no_visual_guidance:
+        means = None
+    elif args.guidance_source == "image":
+        means = load_image_guidance(args.image_embeddings, args.model)
+    else:
+        means = load_guidance(args.class_means, args.model)
     if args.lora:
         safetensors_metadata(args.lora, "LoRA")  # a pickle or cut file is refused before the model loads
     pipe = load_pipeline(args.model, args.lora, resolve_device(args.device), args.txt2img)

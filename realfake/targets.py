@@ -75,7 +75,8 @@ def format_experiment(exp: Experiment) -> str:
     return "_".join(parts)
 
 
-def _one_of(kind: str, value: str, valid: Iterable[str]) -> None:
+def check_choice(kind: str, value: str, valid: Iterable[str]) -> None:
+    """:class:`TargetError` naming ``value`` and listing the valid ``kind``s unless it is one."""
     valid = list(valid)
     if value not in valid:
         raise TargetError(f"unknown {kind} {value!r}; valid {kind}s: {', '.join(valid)}")
@@ -92,7 +93,7 @@ def parse_experiment(name: str, choices: Choices) -> Experiment:
 
 def _parse(name: str, choices: Choices) -> Experiment:
     dataset, *rest = name.split("_")
-    _one_of("dataset", dataset, sorted(choices.datasets))
+    check_choice("dataset", dataset, sorted(choices.datasets))
     if not rest:
         raise TargetError("no training data given after the dataset")
     data, *rest = rest
@@ -101,7 +102,7 @@ def _parse(name: str, choices: Choices) -> Experiment:
         raise TargetError(f"unknown training data {data!r}; valid: x<k>, real, real+x<k>")
     scale = 0 if match["real"] else int(match["scale"])
     if match["scale"] is not None and (str(scale) != match["scale"] or scale not in choices.scales):
-        _one_of("scale", match["scale"], [str(s) for s in sorted(choices.scales)])
+        check_choice("scale", match["scale"], [str(s) for s in sorted(choices.scales)])
     seed = DEFAULT_SEED
     if rest and (seed_match := _SEED.fullmatch(rest[-1])):
         seed = int(seed_match["seed"])
@@ -112,7 +113,7 @@ def _parse(name: str, choices: Choices) -> Experiment:
     if scale == 0 and rest:
         raise TargetError(f"real-only training uses no generator: drop '_{variant}'")
     if rest:
-        _one_of("variant", variant, sorted(choices.variants))
+        check_choice("variant", variant, sorted(choices.variants))
     exp = Experiment(
         dataset, scale, scale == 0 or match["plus"] is not None, variant if scale else None, seed
     )
@@ -135,12 +136,13 @@ def table_cells(table: Mapping, choices: Choices) -> list[Cell]:
     """Every (row, column, seed) of a ``experiment.tables`` entry, rows outermost.
 
     A row is an experiment name without its dataset (``x1``, ``real+x1``, ``x1_fakeit``); the seeds
-    come from the table's ``seeds`` list, so a row itself names no seed.
+    come from the table's ``seeds`` list, so a row itself names no seed. A table with a ``dataset``
+    (out-of-distribution, Table 4) has one dataset for all columns: a column is then an OOD set.
     """
     cells = []
     for row in table["rows"]:
         for column in table["columns"]:
-            exp = parse_experiment(f"{column}_{row}", choices)
+            exp = parse_experiment(f"{table.get('dataset') or column}_{row}", choices)
             if exp.seed != DEFAULT_SEED:
                 raise TargetError(f"table row {row!r} names a seed: list seeds under the table's seeds:")
             for seed in table.get("seeds", [DEFAULT_SEED]):
@@ -148,12 +150,42 @@ def table_cells(table: Mapping, choices: Choices) -> list[Cell]:
     return cells
 
 
-#: Every LoRA name :func:`lora_name` can give (the ``{lora}`` of ``results/<dataset>/lora/<lora>/``).
-LORA_NAMES = ("eps", "vg", "mmd", "vg-mmd")
+#: Every LoRA name :func:`lora_name` can give (the ``{lora}`` of ``results/<dataset>/lora/<lora>/``):
+#: ``vg``/``ivg`` = visual guidance from class means / per-image embeddings, ``mmd``/``kmmd`` = the
+#: batch-mean / kernel MMD term, ``eps`` = neither.
+LORA_NAMES = tuple(
+    "-".join(p for p in (vg, mmd) if p) or "eps" for vg in ("", "vg", "ivg") for mmd in ("", "mmd", "kmmd")
+)
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """What a LoRA's training uses, as its name says (:func:`lora_name`, :func:`parse_lora_name`)."""
+
+    visual_guidance: bool
+    guidance_source: str  # class_mean | image
+    mmd: bool
+    mmd_kind: str  # mean | kernel
 
 
 def lora_name(variant: Mapping) -> str:
-    """The LoRA a fine-tuned variant uses, named by what changes its training (visual guidance,
-    MMD): Table 2 rows that differ only in the latent prior (a sampling choice) share one LoRA."""
-    parts = [p for p, on in (("vg", variant["visual_guidance"]), ("mmd", variant["mmd"])) if on]
+    """The LoRA a fine-tuned variant uses, named by what changes its training (visual guidance and
+    its source, MMD and its kind): Table 2 rows that differ only in the latent prior (a sampling
+    choice) share one LoRA."""
+    vg = {"class_mean": "vg", "image": "ivg"}[variant.get("guidance_source", "class_mean")]
+    mmd = {"mean": "mmd", "kernel": "kmmd"}[variant.get("mmd_kind", "mean")]
+    parts = [p for p, on in ((vg, variant["visual_guidance"]), (mmd, variant["mmd"])) if on]
     return "-".join(parts) or "eps"
+
+
+def parse_lora_name(name: str) -> LoraSpec:
+    """The training options of the LoRA named ``name`` (inverse of :func:`lora_name`)."""
+    if name not in LORA_NAMES:
+        raise TargetError(f"unknown LoRA {name!r}; valid: {', '.join(LORA_NAMES)}")
+    parts = set(name.split("-"))
+    return LoraSpec(
+        visual_guidance=bool(parts & {"vg", "ivg"}),
+        guidance_source="image" if "ivg" in parts else "class_mean",
+        mmd=bool(parts & {"mmd", "kmmd"}),
+        mmd_kind="kernel" if "kmmd" in parts else "mean",
+    )

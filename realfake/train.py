@@ -4,6 +4,9 @@ Data: one map-style dataset over synthetic shard samples and real files (``realf
 ``SampleTable``), shuffled globally each epoch in an order that is a pure function of (seed, epoch),
 which makes resuming exact.
 
+Multi-GPU: launched by ``torchrun --nproc-per-node N``, it trains data-parallel with the recipe's
+``batch_size`` per process (global batch N x batch_size; :mod:`realfake.distributed`).
+
 Resuming: the state in ``--state-dir`` is saved after every epoch, and on SIGTERM/SIGUSR1 after the
 current step (then the process exits with 75, EX_TEMPFAIL: rerun the same command to continue).
 """
@@ -25,7 +28,8 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from realfake import provenance
+from realfake import distributed, provenance
+from realfake.distributed import SINGLE, World
 from realfake.io import atomic_path, load_weights_only, set_offline
 from realfake.models import create_classifier, resolve_device
 from realfake.recipes import (
@@ -44,6 +48,7 @@ from realfake.recipes import (
 )
 from realfake.resume import StopFlag, rng_state, set_rng_state
 
+RANK_SEED_STRIDE = 100_003  # rank r > 0 seeds its augmentation RNGs with seed + r * stride
 EXIT_RESUMABLE = 75  # EX_TEMPFAIL: the state is saved, rerunning the same command continues the run
 
 
@@ -60,11 +65,20 @@ def seed_worker(worker_id: int) -> None:
 
 
 def epoch_loader(
-    dataset: Dataset, batch_size: int, *, seed: int, epoch: int, skip_batches: int, workers: int
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    skip_batches: int,
+    workers: int,
+    world: World = SINGLE,
 ):
-    """Batches of ``epoch`` in an order fixed by (seed, epoch), minus the first ``skip_batches``."""
+    """Batches of ``epoch`` in an order fixed by (seed, epoch), minus the first ``skip_batches``;
+    with several processes, this rank's share of each global batch (realfake.distributed)."""
     epoch_seed = seed * 1_000_003 + epoch
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(epoch_seed))
+    order = distributed.rank_order(order, batch_size, world)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -73,7 +87,7 @@ def epoch_loader(
         drop_last=True,  # as timm: Mixup needs even batches, and no tiny last batch skews BatchNorm
         pin_memory=torch.cuda.is_available(),
         worker_init_fn=seed_worker,
-        generator=torch.Generator().manual_seed(epoch_seed),
+        generator=torch.Generator().manual_seed(epoch_seed + RANK_SEED_STRIDE * world.rank),
     )
 
 
@@ -84,8 +98,10 @@ class Trainer:
     model: torch.nn.Module
     recipe: Recipe
     device: torch.device
+    world: World = SINGLE
 
     def __post_init__(self) -> None:
+        self.network = distributed.wrap(self.model, self.device, self.world)  # DDP syncs gradients
         self.optimizer = create_optimizer(self.model, self.recipe)
         self.scheduler = create_scheduler(self.optimizer, self.recipe)
         amp = self.recipe.amp and self.device.type == "cuda"  # CPU autocast would only slow down
@@ -99,7 +115,7 @@ class Trainer:
         if self.mixup is not None:
             images, targets = self.mixup(images, targets)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
-            loss = self.loss_fn(self.model(images), targets)
+            loss = self.loss_fn(self.network(images), targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -107,7 +123,12 @@ class Trainer:
         return loss.item()
 
     def save(self, path: Path, epoch: int, step: int, fingerprint: str) -> None:
-        """Atomically write the resumable state: ``epoch`` in progress, ``step`` batches of it done."""
+        """Atomically write the resumable state: ``epoch`` in progress, ``step`` batches of it done.
+        Collective with several processes: rank 0 writes, with every rank's RNG state."""
+        rngs = distributed.gather(rng_state(), self.world)
+        if not self.world.is_main:
+            distributed.barrier(self.world)
+            return
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -116,14 +137,16 @@ class Trainer:
             "epoch": epoch,
             "step": step,
             "fingerprint": fingerprint,
-            "rng": rng_state(),
+            "rng": rngs[0],
+            **({"rng_ranks": rngs} if self.world.size > 1 else {}),
         }
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
+        distributed.barrier(self.world)
 
-    def load(self, path: Path, fingerprint: str) -> tuple[int, int]:
-        """Restore a state saved by :meth:`save`; returns (epoch, step) to continue from."""
-        state = load_weights_only(path, "training state")
+    def load(self, state: dict, path: Path, fingerprint: str) -> tuple[int, int]:
+        """Restore a state saved by :meth:`save` (read by :func:`saved_state`); returns (epoch,
+        step) to continue from."""
         if state["fingerprint"] != fingerprint:
             raise ValueError(
                 f"state {path} belongs to another run ({state['fingerprint']}); delete it to restart"
@@ -132,44 +155,68 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng_ranks"][self.world.rank] if self.world.size > 1 else state["rng"])
         return state["epoch"], state["step"]
 
 
+def saved_state(path: Path) -> dict | None:
+    """The resumable state at ``path``, or None. Read before the model is built, so a state file
+    that is not weights-only (a pickle) is refused before any model or data work."""
+    return load_weights_only(path, "training state") if path.exists() else None
+
+
 def fit(
-    trainer: Trainer, dataset: Dataset, *, seed: int, workers: int, state_path: Path, stop: StopFlag
+    trainer: Trainer,
+    dataset: Dataset,
+    *,
+    seed: int,
+    workers: int,
+    state_path: Path,
+    stop: StopFlag,
+    state: dict | None = None,
 ) -> bool:
-    """Train for ``recipe.epochs`` epochs, resuming from ``state_path`` if present.
+    """Train for ``recipe.epochs`` epochs, resuming from ``state`` (saved at ``state_path``).
 
     Returns False when stopped by a signal (the state is saved), True when all epochs are done.
     """
-    recipe, fingerprint = trainer.recipe, f"{recipe_fingerprint(trainer.recipe)}|n={len(dataset)}|seed={seed}"
-    steps_per_epoch = len(dataset) // recipe.batch_size
+    recipe, world = trainer.recipe, trainer.world
+    fingerprint = f"{recipe_fingerprint(recipe)}|n={len(dataset)}|seed={seed}"
+    if world.size > 1:  # the data order depends on it
+        fingerprint += f"|world={world.size}"
+    global_batch = recipe.batch_size * world.size
+    steps_per_epoch = len(dataset) // global_batch
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(dataset)} training images cannot fill one batch of {recipe.batch_size}")
-    epoch, step = trainer.load(state_path, fingerprint) if state_path.exists() else (0, 0)
+        raise ValueError(f"{len(dataset)} training images cannot fill one global batch of {global_batch}")
+    epoch, step = trainer.load(state, state_path, fingerprint) if state is not None else (0, 0)
     trainer.scheduler.step(epoch)
     while epoch < recipe.epochs:
         loader = epoch_loader(
-            dataset, recipe.batch_size, seed=seed, epoch=epoch, skip_batches=step, workers=workers
-        )
+            dataset, recipe.batch_size, seed=seed, epoch=epoch, skip_batches=step, workers=workers,
+            world=world,
+        )  # fmt: skip
         lr, start, losses = trainer.optimizer.param_groups[0]["lr"], time.perf_counter(), []
         trainer.model.train()
-        for images, labels in tqdm(loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False):
+        progress = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False, disable=not world.is_main
+        )
+        for images, labels in progress:
             losses.append(trainer.step(images, labels))
-            if stop.raised and step + len(losses) < steps_per_epoch:
+            stopping = distributed.any_rank(stop.raised, world)  # all ranks stop at the same step
+            if stopping and step + len(losses) < steps_per_epoch:
                 trainer.save(state_path, epoch, step + len(losses), fingerprint)
                 return False
         seconds = time.perf_counter() - start
-        print(
-            f"epoch {epoch + 1}/{recipe.epochs} loss {np.mean(losses):.4f} lr {lr:.6g} steps {len(losses)} "
-            f"time {seconds:.1f}s images/s {len(losses) * recipe.batch_size / seconds:.1f}",
-            flush=True,
-        )
+        if world.is_main:
+            speed = len(losses) * global_batch / seconds
+            print(
+                f"epoch {epoch + 1}/{recipe.epochs} loss {np.mean(losses):.4f} lr {lr:.6g} "
+                f"steps {len(losses)} time {seconds:.1f}s images/s {speed:.1f}",
+                flush=True,
+            )
         epoch, step = epoch + 1, 0
         trainer.scheduler.step(epoch)
         trainer.save(state_path, epoch, step, fingerprint)
-        if stop.raised and epoch < recipe.epochs:
+        if distributed.any_rank(stop.raised, world) and epoch < recipe.epochs:
             return False
     return True
 
@@ -214,8 +261,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     set_offline()
+    world = distributed.world_from_env()  # torchrun: one process per GPU (realfake.distributed)
+    device = distributed.device_for(resolve_device(args.device), world)
+    distributed.start(world, device.type)
     seed_everything(args.seed)
     recipe = parse_recipe(json.loads(args.recipe))
+    state_path = Path(args.state_dir) / "state.pt"
+    state = saved_state(state_path)
     tables = scan_shards(args.shards, args.workers)
     if args.real:
         tables.append(real_table(pd.read_parquet(args.index), "train"))
@@ -223,16 +275,19 @@ def main(argv: list[str] | None = None) -> None:
     model_args = json.loads(args.model_args)
     drop_path = {"drop_path_rate": recipe.drop_path} if recipe.drop_path else {}
     model = create_classifier(args.arch, args.num_classes, {**model_args, **drop_path}, args.pretrained)
-    print(f"training on {len(table)} images ({len(args.shards)} shards, real={args.real})", flush=True)
+    if world.rank:  # rank 0 keeps the single-process random stream; the others augment differently
+        seed_everything(args.seed + RANK_SEED_STRIDE * world.rank)
+    print(f"rank {world.rank}/{world.size}: training on {len(table)} images ({len(args.shards)} shards, "
+          f"real={args.real})", flush=True)  # fmt: skip
     dataset = ImageBytesDataset(table, create_train_transform(recipe, model))
-    device = torch.device(resolve_device(args.device))
-    trainer = Trainer(model.to(device), recipe, device)
-    state_path = Path(args.state_dir) / "state.pt"
+    trainer = Trainer(model.to(device), recipe, device, world)
     with StopFlag() as stop:
         finished = fit(
-            trainer, dataset, seed=args.seed, workers=args.workers, state_path=state_path, stop=stop
-        )
+            trainer, dataset, seed=args.seed, workers=args.workers, state_path=state_path, stop=stop,
+            state=state,
+        )  # fmt: skip
     if not finished:
+        distributed.stop(world)
         print(f"stopped by signal; state saved to {state_path}; rerun to resume", file=sys.stderr)
         raise SystemExit(EXIT_RESUMABLE)
     metadata = {
@@ -242,7 +297,9 @@ def main(argv: list[str] | None = None) -> None:
         "recipe": recipe_fingerprint(recipe),
         "eval_transform": json.dumps(eval_data_config(recipe, model), sort_keys=True),
     }
-    save_classifier(args.out, model, metadata)
+    if world.is_main:
+        save_classifier(args.out, model, metadata)
+    distributed.stop(world)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Layout of ``--out``::
     clip/        transformers CLIPVisionModelWithProjection + CLIPImageProcessor
     blip2/       transformers Blip2ForConditionalGeneration + Blip2Processor
     classifier/  timm checkpoint: config.json (architecture, model_args) + model.safetensors
+    sscd/        TorchScript copy-detection descriptor (as SSCD ships its models): descriptor.torchscript.pt
 """
 
 from __future__ import annotations
@@ -249,6 +250,44 @@ def build_classifier(out: Path, num_classes: int) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
 
 
+class TinyDescriptor(torch.nn.Module):
+    """A small stand-in for an SSCD descriptor: the image pooled to a ``grid x grid`` colour layout,
+    centred per image, randomly projected to ``dim`` and L2-normalised. Any input size works.
+
+    Random conv trunks map every image to nearly the same direction (cosine ~0.97 between the tiny
+    dataset's images); the centred colour layout spreads them (~0.1), so near copies stand out.
+    """
+
+    def __init__(self, dim: int = 64, grid: int = 4) -> None:
+        super().__init__()
+        self.grid = grid
+        self.projection = torch.nn.Linear(3 * grid * grid, dim, bias=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        layout = torch.nn.functional.adaptive_avg_pool2d(images, self.grid).flatten(1)
+        layout = layout - layout.mean(dim=1, keepdim=True)
+        return torch.nn.functional.normalize(self.projection(layout), dim=1)
+
+
+SSCD_FILE = "descriptor.torchscript.pt"
+
+
+def build_sscd(out: Path, dim: int = 64) -> None:
+    """The tiny copy-detection descriptor as a standalone TorchScript file, the format of SSCD's
+    ``sscd_disc_*.torchscript.pt`` releases, so :func:`realfake.sscd.load_descriptor_model` loads both."""
+    import warnings
+
+    # By module name: under ``python -m realfake.zoo`` this module is __main__, and TorchScript
+    # would store the class as __main__.TinyDescriptor, a different file than an import writes.
+    from realfake.zoo import TinyDescriptor as Descriptor
+
+    torch.manual_seed(4)
+    out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # TorchScript is deprecated, but it is SSCD's release format
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(Descriptor(dim).eval()), str(out / SSCD_FILE))
+
+
 def build_zoo(out: Path, sizes: TinySizes, num_classes: int) -> None:
     """Write the whole tiny zoo under ``out`` (one atomic directory rename at the end)."""
     with atomic_path(out, is_dir=True) as tmp:
@@ -256,6 +295,7 @@ def build_zoo(out: Path, sizes: TinySizes, num_classes: int) -> None:
         build_clip_vision(tmp / "clip", sizes)
         build_blip2(tmp / "blip2", sizes)
         build_classifier(tmp / "classifier", num_classes)
+        build_sscd(tmp / "sscd")
         (tmp / "sizes.json").write_text(json.dumps(asdict(sizes), indent=2) + "\n")
 
 

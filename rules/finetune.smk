@@ -3,6 +3,7 @@ rule finetune_lora:
         index="results/{dataset}/index.parquet",
         captions=finetune_captions,
         class_means="results/{dataset}/class_means.pt",
+        embeddings=finetune_embeddings,
         zoo=tiny_zoo_input,
     output:
         "results/{dataset}/lora/{lora}/lora.safetensors",
@@ -31,6 +32,7 @@ rule finetune_lora:
         seed=setting_value("finetune", "seed"),
         checkpoint_every=setting_value("finetune", "checkpoint_every"),
         captions=captions_flag(finetune_captions),
+        image_embeddings=embeddings_flag,
         flags=finetune_flags,
         state_dir="results/{dataset}/lora/{lora}/state",
     shell:
@@ -40,4 +42,4 @@ rule finetune_lora:
         " --resolution {params.resolution} --snr-gamma {params.snr_gamma}"
         " --mmd-weight {params.mmd_weight} --prompt {params.prompt:q} --seed {params.seed}"
         " --state-dir {params.state_dir} --checkpoint-every {params.checkpoint_every}"
-        " {params.flags} --threads {threads} --out {output} > {log} 2>&1"
+        " {params.flags} {params.image_embeddings} --threads {threads} --out {output} > {log} 2>&1"

@@ -3,6 +3,7 @@ rule synthesize_shard:
         index="results/{dataset}/index.parquet",
         captions=synthesis_captions,
         class_means="results/{dataset}/class_means.pt",
+        embeddings=synthesis_embeddings,
         lora=lora_input,
         zoo=tiny_zoo_input,
     output:
@@ -36,6 +37,7 @@ rule synthesize_shard:
         jpeg_quality=setting_value("synthesis", "jpeg_quality"),
         batch_size=setting_value("synthesis", "batch_size"),
         seed=setting_value("synthesis", "seed"),
+        image_embeddings=embeddings_flag,
         flags=synthesis_flags,
     shell:
         "python -m realfake.synthesize --index {input.index} {params.captions}"
@@ -45,4 +47,4 @@ rule synthesize_shard:
         " --lora-scale {params.lora_scale} --resolution {params.resolution}"
         " --prompt {params.prompt:q} --negative-prompt {params.negative_prompt:q}"
         " --jpeg-quality {params.jpeg_quality} --batch-size {params.batch_size} --seed {params.seed}"
-        " {params.flags} --threads {threads} --out {output} > {log} 2>&1"
+        " {params.flags} {params.image_embeddings} --threads {threads} --out {output} > {log} 2>&1"

@@ -17,6 +17,7 @@ rule train_classifier:
         runtime=runtime_estimate("train"),
     params:
         code=code_hash("train"),
+        launcher=train_launcher,
         num_classes=dataset_value("num_classes"),
         arch=classifier_value("arch"),
         model_args=classifier_json("model_args"),
@@ -26,7 +27,7 @@ rule train_classifier:
         seed=training_seed,
         state_dir="results/{experiment}/train_state",
     shell:
-        "python -m realfake.train --shards {input.shards} --index {input.index} {params.real}"
+        "{params.launcher} -m realfake.train --shards {input.shards} --index {input.index} {params.real}"
         " --num-classes {params.num_classes}"
         " --arch {params.arch} --model-args {params.model_args:q} {params.pretrained}"
         " --recipe {params.recipe:q} --seed {params.seed} --workers {threads}"

@@ -60,3 +60,39 @@ def test_sd15_architecture_and_flop_floor_on_the_meta_device():
     parts = 44 * flops["unet_forward_per_sample"] + flops["vae_encode"] + flops["vae_decode"]
     assert flops["per_image"] == pytest.approx(parts + flops["text_encoder_x2"])
     assert 38e12 < flops["per_image"] < 40e12  # the issue's ~39 TFLOP/image estimate
+
+
+def test_scheduled_jobs_reads_rule_and_first_output_of_each_dry_run_job():
+    rebuilds = load("rebuilds")
+    out = (
+        "rule train_classifier:\n    input: a, b\n    output: results/x/classifier.safetensors\n"
+        "    jobid: 3\n\nrule collect_table:\n    output: t.csv, t.md, t.html\n    jobid: 1\n\n"
+        "localrule tiny:\n    input: t.csv\n    jobid: 0\n"
+    )
+    assert rebuilds.scheduled_jobs(out) == {
+        ("train_classifier", "results/x/classifier.safetensors"),
+        ("collect_table", "t.csv"),
+    }
+    assert rebuilds.scheduled_jobs("Nothing to be done.") == set()
+
+
+def test_set_key_changes_one_existing_key_and_rejects_a_typo():
+    rebuilds = load("rebuilds")
+    config = {"finetune": {"tiny": {"lr": 1e-4, "rank": 4}}}
+    assert rebuilds.set_key(config, ("finetune", "tiny", "lr"), 2e-4) == {
+        "finetune": {"tiny": {"lr": 2e-4, "rank": 4}}
+    }
+    with pytest.raises(KeyError):
+        rebuilds.set_key(config, ("finetune", "tiny", "lrr"), 1)
+
+
+@pytest.mark.slow
+def test_each_change_reruns_exactly_its_dependent_jobs(tmp_path):
+    """Issue 7, target 2: every CASES change schedules exactly its hand-written dependent set,
+    and nothing once undone (~90 s CPU of dry runs; no job is executed)."""
+    rebuilds = load("rebuilds")
+    outcomes = rebuilds.main(["--out", str(tmp_path / "rebuilds.md")])
+    assert len(outcomes) == len(rebuilds.CASES)
+    for outcome in outcomes:
+        assert outcome.scheduled == outcome.case.expected, outcome.case.name
+        assert outcome.undone == set(), outcome.case.name

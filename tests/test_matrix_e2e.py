@@ -4,6 +4,7 @@ an aggregate CSV target, all built by one ``snakemake`` with no target (rule ``a
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,11 @@ TABLES = {
 }
 
 
+#: Table 4's ood.json of one classifier and Figures 1 and 2 (rule figures), built in the same run
+OOD_AND_FIGURES = ["results/tiny_x1/ood.json", "figures"]
+OOD_SETS = ["imagenet-v2", "imagenet-sketch", "imagenet-r", "imagenet-a"]
+
+
 def small_config() -> dict:
     """config.yaml with only the tiny dataset, shrunk so each job takes seconds."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -42,6 +48,13 @@ def small_config() -> dict:
     config["synthesis"]["tiny"].update(steps=4)
     config["recipes"]["tiny"].update(epochs=2, decay_epochs=[1], batch_size=8)
     config["experiment"]["tables"] = TABLES
+    config["tiny"]["tables"] = []  # none is the tiny default's: rule all builds them all
+    # OOD sets and figures of the tiny dataset only (their targets are added to the run below)
+    config["ood"] = {"tiny": config["ood"]["tiny"]}
+    config["figures"] = {
+        "fig1": {**config["figures"]["fig1"], "datasets": ["tiny"]},
+        "fig2": {"tiny": {"scales": [1, 2]}},
+    }
     return config
 
 
@@ -52,6 +65,7 @@ def results(tmp_path_factory):
     configfile.write_text(yaml.safe_dump(small_config(), sort_keys=False))
     cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile", str(configfile)]
     cmd += ["--profile", str(REPO / "profiles" / "local")]
+    cmd += ["all", *OOD_AND_FIGURES]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-5000:]
     return workdir / "results"
@@ -91,3 +105,45 @@ def test_tables_collect_every_cell(results):
 def test_seeds_train_different_classifiers(results):
     first = (results / "tiny_x1" / "classifier.safetensors").read_bytes()
     assert first != (results / "tiny_x1_seed1" / "classifier.safetensors").read_bytes()
+
+
+def test_ood_json_scores_the_four_sets_with_the_classifiers_transform(results):
+    ood = json.loads((results / "tiny_x1" / "ood.json").read_text())
+    metrics = json.loads((results / "tiny_x1" / "metrics.json").read_text())
+    assert sorted(ood["sets"]) == sorted(OOD_SETS)  # write_json sorts keys
+    assert ood["eval_transform"] == metrics["eval_transform"]
+    assert ood["checkpoint"] == "results/tiny_x1/classifier.safetensors"
+    sizes = {name: (s["num_images"], s["num_classes"]) for name, s in ood["sets"].items()}
+    # 4 classes x 4 test images (sketch, rendition of the test split; fresh v2); the hard subset
+    # ("A") holds every 2nd class, classes 0 and 2, and is scored over those 2 logits only
+    assert sizes == {
+        "imagenet-v2": (16, 4),
+        "imagenet-sketch": (16, 4),
+        "imagenet-r": (16, 4),
+        "imagenet-a": (8, 2),
+    }
+    for scores in ood["sets"].values():
+        assert 0 <= scores["top1"] <= scores["top5"] <= 1
+    assert ood["sets"]["imagenet-a"]["top5"] == 1.0 and ood["sets"]["imagenet-a"]["top5_k"] == 2
+    assert (results / "tiny_x1" / "ood.json.prov.json").is_file()
+
+
+def test_figures_plot_the_pipelines_numbers(results):
+    figures = results / "figures"
+    for name in ("fig1_tiny", "fig2_tiny"):
+        assert (figures / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert b"<svg" in (figures / f"{name}.svg").read_bytes()
+    scaling = json.loads((figures / "fig2_tiny.json").read_text())
+    top1 = {
+        e: json.loads((results / e / "metrics.json").read_text())["top1"]
+        for e in ("tiny_x1", "tiny_x2", "tiny_real")
+    }
+    assert scaling == {
+        "scales": [1, 2],
+        "top1": [100 * top1["tiny_x1"], 100 * top1["tiny_x2"]],
+        "real_top1": 100 * top1["tiny_real"],
+    }
+    sources = json.loads((figures / "fig1_tiny.json").read_text())["sources"]
+    # the one train shard (32 images): its real images, ours and the vanilla-SD baseline of pass 0
+    assert {name: s["num_images"] for name, s in sources.items()} == {"real": 32, "ours": 32, "baseline": 32}
+    assert sources["real"]["distance_to_real"] == 0.0

@@ -4,6 +4,8 @@ every artifact loads with its community library, and a second run has nothing to
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,7 +93,152 @@ def test_metrics_json(finished_run):
     assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
 
 
+def test_sscd_copy_detection_report(finished_run):
+    """Rule tiny builds the SSCD report (Fig. 4): all 300 synthetic images of pass 0 against the
+    300 real training images, with the pairs figure and its provenance record."""
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    sscd_dir = finished_run / "tiny" / "sscd"
+    real = load_file(sscd_dir / "real_descriptors.safetensors")["descriptors"]
+    assert real.shape == (300, 64)
+    metrics = json.loads((sscd_dir / "realfake" / "metrics.json").read_text())
+    assert (metrics["num_synthetic"], metrics["num_real"], metrics["k"]) == (300, 300, 5)
+    assert -1.0 <= metrics["percentiles"]["5"] <= metrics["sim95"] <= metrics["percentiles"]["99"] <= 1.0
+    assert metrics["count_above_threshold"] == round(metrics["share_above_threshold"] * 300)
+    assert len(metrics["top_pairs"]) == 3
+    assert Image.open(sscd_dir / "realfake" / "pairs.png").format == "PNG"
+    assert (sscd_dir / "realfake" / "pairs.png.prov.json").is_file()
+
+
+def test_ood_json_of_rule_tiny(finished_run):
+    """Rule tiny scores the classifier on the generated OOD sets (Table 4's contract): 10 classes x
+    10 test images per set, the hard subset ("A") every 2nd class, scored over its 5 logits."""
+    ood = json.loads((finished_run / "tiny_x1" / "ood.json").read_text())
+    sizes = {name: (s["num_images"], s["num_classes"]) for name, s in ood["sets"].items()}
+    assert sizes == {
+        "imagenet-v2": (100, 10),
+        "imagenet-sketch": (100, 10),
+        "imagenet-r": (100, 10),
+        "imagenet-a": (50, 5),
+    }
+    assert all(0.0 <= s["top1"] <= s["top5"] <= 1.0 for s in ood["sets"].values())
+    metrics = json.loads((finished_run / "tiny_x1" / "metrics.json").read_text())
+    assert ood["eval_transform"] == metrics["eval_transform"]
+
+
 def test_second_run_has_nothing_to_do(finished_run):
     run = snakemake(finished_run.parent, "tiny", "-n")
     assert run.returncode == 0
     assert "Nothing to be done" in run.stdout + run.stderr
+
+
+def test_lira_membership_inference_on_the_tiny_default(finished_run):
+    """results/tiny/lira/roc.png on the finished tiny run (its index, captions and embeddings are
+    reused): M = 4 shadow models per pipeline, both pipelines' metrics and the Fig. 3 figure."""
+    import numpy as np
+    from PIL import Image
+
+    from realfake.lira import ATTACKS, keep_masks
+
+    run = snakemake(finished_run.parent, "results/tiny/lira/roc.png")
+    assert run.returncode == 0, run.stderr[-5000:]
+    lira_dir = finished_run / "tiny" / "lira"
+    keep = np.load(lira_dir / "keep.npy")
+    np.testing.assert_array_equal(keep, keep_masks(4, 300))
+    for pipeline in ("real", "synthetic"):
+        metrics = json.loads((lira_dir / pipeline / "metrics.json").read_text())
+        assert (metrics["pipeline"], metrics["num_models"], metrics["num_examples"]) == (pipeline, 4, 300)
+        # every example is a member of exactly M/2 = 2 models; per model the count is keep's row sum
+        assert metrics["models_per_example"] == 2
+        assert metrics["members_per_model"] == keep.sum(axis=1).tolist()
+        assert sum(metrics["members_per_model"]) == 4 * 300 // 2
+        assert set(metrics["attacks"]) == set(ATTACKS)
+        for result in metrics["attacks"].values():
+            assert 0.0 <= result["auc"] <= 1.0 and 0.5 <= result["balanced_accuracy"] <= 1.0
+            assert result["num_members"] == result["num_nonmembers"] == 600
+            # 600 non-member scores cannot resolve FPR 0.1 % (1,000 needed) or 0.001 % (100,000)
+            for fpr, needed in (("0.001", 1000), ("1e-05", 100000)):
+                entry = result["tpr_at_fpr"][fpr]
+                assert entry["tpr"] is None and f"600 non-member scores < {needed}" in entry["reason"]
+            assert result["roc"]["fpr"][0] == 0.0 and result["roc"]["tpr"][-1] == 1.0
+    synthetic = finished_run / "tiny" / "lira" / "synthetic" / "model-0"
+    assert (synthetic / "lora.safetensors").is_file() and (synthetic / "synth" / "shard-00000.tar").is_file()
+    assert Image.open(lira_dir / "roc.png").format == "PNG"
+    assert "<svg" in (lira_dir / "roc.svg").read_text()
+    assert (lira_dir / "roc.png.prov.json").is_file()
+
+
+def headless_chromium():
+    """Selenium driving headless Chromium (Debian chromium + chromium-driver), network off."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        if os.environ.get("CI"):
+            pytest.fail("no chromium/chromedriver on CI: .ci/run must run tests/report/install_chromium.sh")
+        pytest.skip("chromium and chromium-driver are not installed: run tests/report/install_chromium.sh")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--host-resolver-rules=MAP * ~NOTFOUND"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+def report_views(driver, url: str) -> tuple[dict[str, dict], list[dict]]:
+    """Open every result of a Snakemake HTML report as a reader would (category, then its eye
+    button): ``{path: {"category", "text", "tables"}}`` for HTML results, ``{"width"}`` (pixels of
+    the loaded image) for figures; and the browser console's entries."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    categories = driver.execute_script("return categories")
+    views, console = {}, driver.get_log("browser")
+    for category, subcategories in categories.items():
+        for index, path in enumerate(p for paths in subcategories.values() for p in paths):
+            driver.get(url)
+            if not driver.find_elements(By.LINK_TEXT, category):  # a lone category hides in "Results"
+                driver.find_element(By.LINK_TEXT, "Results").click()
+            for link in driver.find_elements(By.LINK_TEXT, category)[:1]:
+                link.click()
+            driver.find_elements(By.CSS_SELECTOR, "a[iconname=eye]")[index].click()
+            view = {"category": category}
+            if frames := driver.find_elements(By.TAG_NAME, "iframe"):
+                driver.switch_to.frame(frames[0])
+                view["text"] = driver.find_element(By.TAG_NAME, "body").text
+                view["tables"] = len(driver.find_elements(By.TAG_NAME, "table"))
+                driver.switch_to.default_content()
+            widths = driver.execute_script(
+                "return Array.from(document.images)"
+                ".filter(i => i.src === results[arguments[0]].data_uri).map(i => i.naturalWidth)",
+                path,
+            )
+            if widths:
+                view["width"] = min(widths)
+            console += driver.get_log("browser")
+            views[path] = view
+    return views, console
+
+
+def test_report_renders_tables_figures_and_provenance_in_chromium(finished_run, tmp_path):
+    """`snakemake tiny --report`: every result (tables, figures, provenance summaries) renders in
+    headless Chromium, and the page logs no console error."""
+    driver = headless_chromium()
+    report = tmp_path / "report.html"
+    run = snakemake(finished_run.parent, "tiny", "--report", str(report))
+    assert run.returncode == 0, run.stderr[-3000:]
+    try:
+        views, console = report_views(driver, report.as_uri())
+    finally:
+        driver.quit()
+    assert [entry for entry in console if entry["level"] == "SEVERE"] == []
+    table = views["results/tables/tiny.html"]
+    assert table["category"] == "Tables" and table["tables"] == 1
+    assert "tiny top1" in table["text"] and "\nx1 " in table["text"] and "\nreal " in table["text"]
+    summary = views["results/tables/tiny.provenance.html"]
+    assert summary["category"] == "Provenance"
+    assert "results/tiny_real/metrics.json" in summary["text"] and "evaluate_classifier" in summary["text"]
+    assert "results/tiny/index.parquet" in summary["text"]  # the lineage reaches the dataset index
+    figures = {path: view for path, view in views.items() if path.endswith((".png", ".svg", ".jpg"))}
+    assert figures, "rule tiny registers no figure in the report"
+    assert all(view.get("width", 0) > 0 for view in figures.values()), figures

@@ -19,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 METRICS = "results/tiny_x1/metrics.json"
+TABLE = "results/tables/tiny.provenance.html"  # the tiny table (config tiny.tables), its report page
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,7 @@ def copy_workflow(dst: Path) -> Path:
     dst.mkdir()
     for name in ("Snakefile", "config.yaml"):
         shutil.copy2(REPO / name, dst / name)
-    for name in ("rules", "realfake", "profiles", "envs"):
+    for name in ("rules", "realfake", "profiles", "envs", "docs"):
         shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
     return dst
 
@@ -45,9 +46,9 @@ def provenance(src: Path, work: Path, *args: str) -> subprocess.CompletedProcess
     return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
 
 
-def planned_jobs(src: Path, work: Path, *args: str) -> dict[str, int]:
+def planned_jobs(src: Path, work: Path, *args: str, targets: tuple[str, ...] = (METRICS,)) -> dict[str, int]:
     """``{rule: count}`` from the "Job stats" table of a dry run (empty: nothing to be done)."""
-    run = snakemake(src, work, METRICS, "-n", *args)
+    run = snakemake(src, work, *targets, "-n", *args)
     assert run.returncode == 0, run.stderr[-3000:]
     text = run.stdout + run.stderr
     if "Job stats:" not in text:
@@ -73,7 +74,7 @@ def shard_and_lora(work: Path) -> tuple[str, str]:
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("provenance")
     src, work = copy_workflow(root / "src"), root / "work"
-    run = snakemake(src, work, METRICS)
+    run = snakemake(src, work, METRICS, TABLE)
     assert run.returncode == 0, run.stderr[-5000:]
     return src, work
 
@@ -200,3 +201,25 @@ def test_editing_a_module_reruns_exactly_its_dependents(tiny_run, module, expect
     finally:
         path.write_text(original)
     assert planned_jobs(src, work) == {}
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        ("tables", {"collect_table": 1, "summarize_provenance": 1}),
+        ("report", {"summarize_provenance": 1}),
+    ],
+)
+def test_editing_the_table_code_reruns_only_the_tables(tiny_run, module, expected):
+    """The tables import no stage's code, and no stage imports them: a change re-runs the table
+    jobs, never a classifier (default rerun triggers: code, params, input, mtime)."""
+    src, work = tiny_run
+    path = src / "realfake" / f"{module}.py"
+    original = path.read_text()
+    targets = (METRICS, TABLE)
+    try:
+        path.write_text(original + "\n# an edit\n")
+        assert planned_jobs(src, work, targets=targets) == expected
+    finally:
+        path.write_text(original)
+    assert planned_jobs(src, work, targets=targets) == {}

@@ -76,12 +76,14 @@ def test_malformed_config_fails_at_start_naming_file_line_and_key(tmp_path, edit
             "experiment 'imagenet_x1': unknown dataset 'imagenet'; valid datasets:",
         ),
         ("results/tiny_x0/metrics.json", "experiment 'tiny_x0': unknown scale '0'; valid scales:"),
+        ("results/tiny_x1_nosuch/metrics.json", "unknown variant 'nosuch'; valid variants: base, cip,"),
         (
-            "results/tiny/lora/nosuch/lora.safetensors",
-            "No rule to produce results/tiny/lora/nosuch/lora.safetensors",
+            "results/tiny/synth/nosuch/pass-0/shard-00000.tar",
+            "unknown variant 'nosuch'; valid variants: realfake, ",
         ),
+        ("results/tiny/lora/nosuch/lora.safetensors", "unknown LoRA 'nosuch'; valid LoRAs: eps, "),
     ],
-    ids=["unknown-dataset", "unknown-scale", "unknown-variant"],
+    ids=["unknown-dataset", "unknown-scale", "unknown-variant", "unknown-variant-shard", "unknown-lora"],
 )
 def test_unknown_target_fails_at_start_naming_it(tmp_path, target, message):
     run = snakemake(tmp_path, CONFIG, target)

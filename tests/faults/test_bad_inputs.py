@@ -18,7 +18,7 @@ from realfake.caption import CaptionMergeError
 from realfake.index import DatasetError
 from realfake.io import UnsafeFileError
 from realfake.models import ModelLoadError, create_classifier
-from realfake.recipes import scan_shard
+from realfake.recipes import CorruptImageError, scan_shard
 from realfake.shards import sample_seed
 
 pytestmark = pytest.mark.faults
@@ -227,7 +227,7 @@ def test_class_means_pickle_is_refused_unexecuted(stage_inputs, tiny_zoo, tmp_pa
     assert not marker.exists()
 
 
-def test_finetune_state_pickle_is_refused_unexecuted(stage_inputs, tiny_zoo, tmp_path):
+def test_finetune_state_pickle_is_refused_unexecuted(stage_inputs, tiny_zoo, tmp_path, no_models):
     marker = tmp_path / "pickle-code-ran"
     state = write_pickle(tmp_path / "state" / finetune.STATE_FILE, marker, key="step")
     with pytest.raises(UnsafeFileError, match=f"fine-tuning state {state} is not a weights-only torch file"):
@@ -235,7 +235,7 @@ def test_finetune_state_pickle_is_refused_unexecuted(stage_inputs, tiny_zoo, tmp
     assert not marker.exists() and not (tmp_path / "lora.safetensors").exists()
 
 
-def test_train_state_pickle_is_refused_unexecuted(stage_inputs, tmp_path):
+def test_train_state_pickle_is_refused_unexecuted(stage_inputs, tmp_path, no_models):
     marker = tmp_path / "pickle-code-ran"
     state = write_pickle(tmp_path / "state" / "state.pt", marker, key="model")
     recipe = {"epochs": 1, "batch_size": 4, "opt": "sgd", "lr": 0.1, "train_size": 32, "test_size": 32}
@@ -351,3 +351,34 @@ def test_truncated_shard_is_named_by_every_reader(good_shard, tmp_path, where, n
     ]
     with pytest.raises(UnsafeFileError, match=message):
         train.main(argv)
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_corrupt_jpeg_inside_a_shard_is_named_with_its_member(good_shard, tmp_path, workers):
+    """A shard whose tar is intact but one sample's JPEG bytes are garbage (bit rot, a bad copy):
+    training stops with an error naming the shard and the member, not a bare PIL error."""
+    samples = list(synthesize.read_shard(good_shard))
+    with tarfile.open(good_shard) as tar:
+        jpgs = [m for m in tar.getmembers() if m.name.endswith(".jpg")]
+    bad_member = jpgs[2]
+    data = bytearray(good_shard.read_bytes())
+    start = bad_member.offset_data
+    data[start : start + bad_member.size] = bytes(bad_member.size)  # same length: the tar stays valid
+    bad = tmp_path / "shard-00003.tar"
+    bad.write_bytes(bytes(data))
+    assert len(scan_shard(str(bad))) == len(samples)  # the tar itself reads fine
+
+    recipe = {"epochs": 1, "batch_size": 2, "opt": "sgd", "lr": 0.1, "train_size": 32, "test_size": 32}
+    argv = ["--shards", str(bad), "--num-classes", "4", "--arch", "resnet18", "--workers", workers]
+    argv += ["--model-args", json.dumps({"layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "stem_width": 8})]
+    argv += [
+        "--recipe",
+        json.dumps(recipe),
+        "--state-dir",
+        str(tmp_path / "st"),
+        "--out",
+        str(tmp_path / "c"),
+    ]
+    with pytest.raises(CorruptImageError, match=f"shard {bad}, member {bad_member.name}, cannot be decoded"):
+        train.main(argv)
+    assert not (tmp_path / "c").exists()

@@ -52,3 +52,4 @@ def test_sigkill_mid_write_leaves_no_shard_and_rerun_is_byte_identical(stage_inp
     digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (final, reference)]
     assert digest[0] == digest[1], "re-run shard differs from the uninterrupted run"
     assert len(list(synthesize.read_shard(final))) == 24
+    assert partial_temp(final) is None and not partial.exists(), "the killed writer's temporary was left"

@@ -94,6 +94,11 @@ def test_every_schema_key_has_a_description_and_optional_keys_a_default():
             "experiment.tables.table3: experiment 'in1k_x3': unknown scale '3'",
         ),
         (("datasets", "celeba-makeup", "layout_options"), "layout 'celeba' needs option 'attribute'"),
+        (
+            ("experiment", "tables", "table4", "dataset"),
+            "experiment.tables.table4: source: ood needs dataset:",
+        ),
+        (("tiny", "tables"), "tiny.tables: 'nope' is not a table under experiment.tables"),
     ],
 )
 def test_cross_checks_name_key_and_problem(config, edit, message):
@@ -107,6 +112,8 @@ def test_cross_checks_name_key_and_problem(config, edit, message):
         },
         ("experiment", "tables", "table3", "rows"): ["x3"],
         ("datasets", "celeba-makeup", "layout_options"): {},
+        ("experiment", "tables", "table4", "dataset"): None,
+        ("tiny", "tables"): ["nope"],
     }
     *parents, key = edit
     node = config

@@ -44,8 +44,10 @@ def test_in1k_x10_plans_the_complete_dag():
 def test_tiny_target_builds_the_tiny_default(tmp_path):
     counts = job_counts("tiny", "-d", str(tmp_path), "--configfile", str(REPO / "config.yaml"))
     assert counts["build_tiny_zoo"] == 1 and counts["make_tiny_dataset"] == 1
-    assert counts["synthesize_shard"] == 3 and counts["evaluate_classifier"] == 1
-    assert counts["total"] == 18
+    assert counts["synthesize_shard"] == 3 and counts["evaluate_classifier"] == 2  # tiny_x1, tiny_real
+    assert counts["collect_table"] == 1 and counts["summarize_provenance"] == 1  # tiny.tables: the tiny table
+    assert counts["sscd_describe_real"] == 1 and counts["sscd_match"] == 1  # Fig. 4 copy detection
+    assert counts["total"] == 26
 
 
 def test_table2_plans_ten_rows_on_two_datasets_with_four_loras_each():
@@ -75,12 +77,31 @@ def test_default_target_plans_every_table_of_the_paper():
         "results/tables/table3.csv": {"synthesize_shard": 2570, "train_classifier": 5, "total": 3099},
         "results/tables/table9.csv": {"synthesize_shard": 286, "train_classifier": 9, "total": 889},
         "results/tables/table10.csv": {"caption_shard": 0, "embed_shard": 99, "synthesize_shard": 198},
+        "results/tables/table4.csv": {"synthesize_shard": 3084, "evaluate_ood": 8, "total": 3619},
     }
     for target, subset in expected.items():
         table = job_counts(target)
         assert {k: table.get(k, 0) for k in subset} == subset, target
-    assert counts["collect_table"] == 5 and counts["train_classifier"] == 71
-    assert counts["synthesize_shard"] == 3753 and counts["total"] == 4652
+    assert counts["collect_table"] == 6 and counts["summarize_provenance"] == 6
+    assert counts["train_classifier"] == 71 and counts["evaluate_ood"] == 8  # Table 4: 8 IN-1K classifiers
+    assert counts["synthesize_shard"] == 3753 and counts["total"] == 4667
+
+
+def test_in10_sscd_plans_pass_0_and_the_real_descriptors():
+    """docs/stages.md "SSCD copy detection" states these counts: IN-10 has 3 shards of 5,000."""
+    counts = job_counts("results/in10/sscd/realfake/metrics.json")
+    assert counts == {
+        "index_dataset": 1,
+        "caption_shard": 3,
+        "merge_captions": 1,
+        "embed_shard": 3,
+        "class_means": 1,
+        "finetune_lora": 1,
+        "synthesize_shard": 3,
+        "sscd_describe_real": 1,
+        "sscd_match": 1,
+        "total": 15,
+    }
 
 
 def test_unknown_target_is_an_error_listing_the_valid_choices():

@@ -172,7 +172,7 @@ def test_resume_refuses_other_hyperparameters(tiny_zoo, tiny_inputs, tmp_path):
     ft.save_state(trainer, CFG, tmp_path)
     other = ft.FinetuneConfig(**{**CFG.__dict__, "mmd_weight": 0.5})
     with pytest.raises(ValueError, match="state was made with"):
-        ft.resume(ft.make_trainer(models, 8, other), other, tmp_path)
+        ft.resume(ft.make_trainer(models, 8, other), other, tmp_path, ft.saved_state(tmp_path))
 
 
 def test_v_prediction_is_refused(tiny_zoo, tmp_path):

@@ -1,0 +1,73 @@
+rule embed_synthetic_shard:
+    input:
+        shard="results/{dataset}/synth/{variant}/pass-0/shard-{shard}.tar",
+        zoo=tiny_zoo_input,
+    output:
+        "results/{dataset}/synth-embeddings/{variant}/pass-0/shard-{shard}.safetensors",
+    log:
+        "results/logs/embed_synthetic_shard/{dataset}/{variant}/{shard}.log",
+    benchmark:
+        "results/benchmarks/embed_synthetic_shard/{dataset}/{variant}/{shard}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=mem_estimate("embed"),
+        runtime=runtime_estimate("embed"),
+    params:
+        code=code_hash("figures"),
+        model=model_ref("clip"),
+        batch_size=inference_value("embed_batch_size"),
+    shell:
+        "python -m realfake.figures embed --shard {input.shard} --model {params.model:q}"
+        " --batch-size {params.batch_size} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule figure_pca:
+    input:
+        real=fig1_real_embeddings,
+        ours=fig1_synthetic_embeddings("realfake"),
+        baseline=fig1_synthetic_embeddings(None),
+    output:
+        png=report("results/figures/fig1_{dataset}.png", category="Figures"),
+        svg=report("results/figures/fig1_{dataset}.svg", category="Figures"),
+        summary="results/figures/fig1_{dataset}.json",
+    log:
+        "results/logs/figure_pca/{dataset}.log",
+    conda:
+        CONDA_ENV
+    params:
+        code=code_hash("figures"),
+        baseline=fig1_baseline,
+    shell:
+        "python -m realfake.figures pca --real {input.real} --ours {input.ours}"
+        " --baseline {input.baseline} --baseline-label 'vanilla SD ({params.baseline})'"
+        " --title 'CLIP features, {wildcards.dataset}' --png {output.png} --svg {output.svg}"
+        " --out {output.summary} > {log} 2>&1"
+
+
+rule figure_scaling:
+    input:
+        metrics=fig2_metrics,
+        real="results/{dataset}_real/metrics.json",
+    output:
+        png=report("results/figures/fig2_{dataset}.png", category="Figures"),
+        svg=report("results/figures/fig2_{dataset}.svg", category="Figures"),
+        summary="results/figures/fig2_{dataset}.json",
+    log:
+        "results/logs/figure_scaling/{dataset}.log",
+    conda:
+        CONDA_ENV
+    params:
+        code=code_hash("figures"),
+        scales=fig2_scales,
+    shell:
+        "python -m realfake.figures scaling --metrics {input.metrics} --scales {params.scales}"
+        " --real {input.real} --title 'Scaling up synthetic data, {wildcards.dataset}'"
+        " --png {output.png} --svg {output.svg} --out {output.summary} > {log} 2>&1"
+
+
+rule figures:
+    input:
+        all_figures(),

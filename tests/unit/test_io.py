@@ -1,0 +1,59 @@
+"""realfake.io: atomic writes never leave a half-written file under its final name, and the
+temporaries of writers that died (kill -9) are cleaned up by the next writer of the same file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from realfake import io
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return int(proc.stdout)
+
+
+def test_atomic_path_renames_on_success_and_removes_the_temporary_on_error(tmp_path):
+    final = tmp_path / "out.bin"
+    with io.atomic_path(final) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".out.bin.tmp-")
+        tmp.write_bytes(b"complete")
+    assert final.read_bytes() == b"complete"
+
+    with pytest.raises(RuntimeError), io.atomic_path(final) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert final.read_bytes() == b"complete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_temporaries_of_dead_writers_are_removed_and_live_or_foreign_ones_kept(tmp_path):
+    final = tmp_path / "shard-00000.tar"
+    prefix = f".{final.name}.tmp-{io._HOST}"
+    dead_file = tmp_path / f"{prefix}-{dead_pid()}-abc.tar"
+    dead_dir = tmp_path / f"{prefix}-{dead_pid()}-def"
+    live = tmp_path / f"{prefix}-{os.getpid()}-ghi.tar"
+    foreign = tmp_path / f".{final.name}.tmp-otherhost-1-jkl.tar"
+    other_artifact = tmp_path / f".shard-00001.tar.tmp-{io._HOST}-{dead_pid()}-mno.tar"
+    for path in (dead_file, live, foreign, other_artifact):
+        path.write_bytes(b"partial")
+    dead_dir.mkdir()
+    (dead_dir / "weights.safetensors").write_bytes(b"partial")
+
+    assert sorted(io.remove_dead_temps(final)) == sorted([dead_file, dead_dir])
+    assert live.exists() and foreign.exists() and other_artifact.exists()
+
+
+def test_a_new_write_cleans_up_after_a_killed_writer(tmp_path):
+    final = tmp_path / "metrics.json"
+    left_over = tmp_path / f".metrics.json.tmp-{io._HOST}-{dead_pid()}-xyz.json"
+    left_over.write_text('{"top1": 0.')
+    io.write_json(final, {"top1": 0.5})
+    assert not left_over.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
