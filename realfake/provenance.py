@@ -175,8 +175,15 @@ def module_closure(module: str, package_dir: Path = PACKAGE_DIR) -> tuple[str, .
         if name in seen or not (package_dir / f"{name}.py").is_file():
             continue
         seen.add(name)
-        todo.extend(imported_modules((package_dir / f"{name}.py").read_text()))
+        todo.extend(_imports_of(package_dir / f"{name}.py"))
     return tuple(sorted(seen - NOT_IN_CODE_HASH))
+
+
+@functools.cache
+def _imports_of(path: Path) -> frozenset[str]:
+    """:func:`imported_modules` of one file, parsed once per process (every rule's ``code=``
+    param walks overlapping closures at each Snakemake start)."""
+    return frozenset(imported_modules(path.read_text()))
 
 
 @functools.cache

@@ -8,8 +8,6 @@ rule caption_shard:
         "results/logs/caption_shard/{dataset}/{shard}.log",
     benchmark:
         "results/benchmarks/caption_shard/{dataset}/{shard}.tsv"
-    group:
-        "caption_shards"
     conda:
         CONDA_ENV
     threads: 1

@@ -8,8 +8,6 @@ rule embed_shard:
         "results/logs/embed_shard/{dataset}/{shard}.log",
     benchmark:
         "results/benchmarks/embed_shard/{dataset}/{shard}.tsv"
-    group:
-        "embed_shards"
     conda:
         CONDA_ENV
     threads: 1

@@ -133,8 +133,6 @@ rule lira_synthesize_shard:
         "results/logs/lira_synthesize_shard/{dataset}/{model}-{shard}.log",
     benchmark:
         "results/benchmarks/lira_synthesize_shard/{dataset}/{model}-{shard}.tsv"
-    group:
-        "synthesize_shards"
     conda:
         CONDA_ENV
     threads: 1

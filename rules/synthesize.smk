@@ -12,8 +12,6 @@ rule synthesize_shard:
         "results/logs/synthesize_shard/{dataset}/{variant}/{synth_pass}-{shard}.log",
     benchmark:
         "results/benchmarks/synthesize_shard/{dataset}/{variant}/{synth_pass}-{shard}.tsv"
-    group:
-        "synthesize_shards"
     conda:
         CONDA_ENV
     threads: 1

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +15,9 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +46,45 @@ def tiny_index(tiny_dataset):
     from realfake.index import build_index
 
     return build_index(tiny_dataset, layout="imagefolder", num_classes=4, train_size=24, test_size=8)
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """A finished ``snakemake tiny`` in ``work``, run from a copy of the workflow in ``src`` (so a
+    test may edit the copy's modules to probe staleness, never the checkout)."""
+
+    src: Path
+    work: Path
+
+    @property
+    def results(self) -> Path:
+        return self.work / "results"
+
+    def snakemake(self, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+        cmd = [str(BIN / "snakemake"), "-s", str(self.src / "Snakefile"), "-d", str(self.work)]
+        cmd += ["--configfile", str(self.src / "config.yaml")]
+        cmd += ["--profile", str(self.src / "profiles" / "local")]
+        return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def copy_workflow(dst: Path) -> Path:
+    """Snakefile, config and everything the rules read (rules, package, profiles, envs, report
+    captions) copied to ``dst``."""
+    dst.mkdir(parents=True)
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy2(REPO / name, dst / name)
+    for name in ("rules", "realfake", "profiles", "envs", "docs"):
+        shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    """The tiny default DAG (target ``tiny``), built once per session and shared by the end-to-end
+    tests (pipeline, provenance, SLURM comparison): each full tiny run costs minutes of CI.
+    Tests that change it (a flipped byte, an edited module) restore it before they return."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    run = TinyRun(copy_workflow(root / "src"), root / "work")
+    done = run.snakemake("tiny")
+    assert done.returncode == 0, done.stderr[-5000:]
+    return run

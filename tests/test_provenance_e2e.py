@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,15 +21,6 @@ METRICS = "results/tiny_x1/metrics.json"
 TABLE = "results/tables/tiny.provenance.html"  # the tiny table (config tiny.tables), its report page
 
 pytestmark = pytest.mark.slow
-
-
-def copy_workflow(dst: Path) -> Path:
-    dst.mkdir()
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy2(REPO / name, dst / name)
-    for name in ("rules", "realfake", "profiles", "envs", "docs"):
-        shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
-    return dst
 
 
 def snakemake(src: Path, work: Path, *args: str) -> subprocess.CompletedProcess:
@@ -71,16 +61,14 @@ def shard_and_lora(work: Path) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("provenance")
-    src, work = copy_workflow(root / "src"), root / "work"
-    run = snakemake(src, work, METRICS, TABLE)
-    assert run.returncode == 0, run.stderr[-5000:]
-    return src, work
+def provenance_run(tiny_run):
+    """(workflow copy, work dir) of the session's finished tiny default (tests/conftest.py), which
+    builds METRICS and TABLE."""
+    return tiny_run.src, tiny_run.work
 
 
-def test_every_artifact_has_a_record(tiny_run):
-    _, work = tiny_run
+def test_every_artifact_has_a_record(provenance_run):
+    _, work = provenance_run
     shard, lora = shard_and_lora(work)
     artifacts = [
         "results/zoo/tiny",
@@ -100,8 +88,8 @@ def test_every_artifact_has_a_record(tiny_run):
         assert record["artifact"] == artifact and record["outputs"][0]["path"] == artifact
 
 
-def test_lineage_of_metrics_reaches_the_index_and_the_models(tiny_run):
-    src, work = tiny_run
+def test_lineage_of_metrics_reaches_the_index_and_the_models(provenance_run):
+    src, work = provenance_run
     shard, lora = shard_and_lora(work)
     run = provenance(src, work, METRICS, "--json")
     assert run.returncode == 0, run.stderr
@@ -129,8 +117,8 @@ def test_lineage_of_metrics_reaches_the_index_and_the_models(tiny_run):
     assert text.startswith(f"{METRICS}  sha256:") and "(rule evaluate_classifier)" in text
 
 
-def test_verify_catches_a_flipped_byte_in_a_shard_and_in_the_lora(tiny_run):
-    src, work = tiny_run
+def test_verify_catches_a_flipped_byte_in_a_shard_and_in_the_lora(provenance_run):
+    src, work = provenance_run
     shard, lora = shard_and_lora(work)
     clean = provenance(src, work, METRICS, "--verify")
     assert clean.returncode == 0, clean.stdout[-3000:]
@@ -150,8 +138,8 @@ def test_verify_catches_a_flipped_byte_in_a_shard_and_in_the_lora(tiny_run):
     assert provenance(src, work, METRICS, "--verify").returncode == 0
 
 
-def test_ro_crate_of_the_tiny_default(tiny_run, tmp_path):
-    src, work = tiny_run
+def test_ro_crate_of_the_tiny_default(provenance_run, tmp_path):
+    src, work = provenance_run
     shard, _ = shard_and_lora(work)
     run = provenance(src, work, METRICS, "--ro-crate", str(tmp_path / "crate"))
     assert run.returncode == 0, run.stderr
@@ -190,8 +178,8 @@ def test_ro_crate_of_the_tiny_default(tiny_run, tmp_path):
         ("lineage", {}),  # no stage imports it
     ],
 )
-def test_editing_a_module_reruns_exactly_its_dependents(tiny_run, module, expected):
-    src, work = tiny_run
+def test_editing_a_module_reruns_exactly_its_dependents(provenance_run, module, expected):
+    src, work = provenance_run
     path = src / "realfake" / f"{module}.py"
     original = path.read_text()
     try:
@@ -210,10 +198,10 @@ def test_editing_a_module_reruns_exactly_its_dependents(tiny_run, module, expect
         ("report", {"summarize_provenance": 1}),
     ],
 )
-def test_editing_the_table_code_reruns_only_the_tables(tiny_run, module, expected):
+def test_editing_the_table_code_reruns_only_the_tables(provenance_run, module, expected):
     """The tables import no stage's code, and no stage imports them: a change re-runs the table
     jobs, never a classifier (default rerun triggers: code, params, input, mtime)."""
-    src, work = tiny_run
+    src, work = provenance_run
     path = src / "realfake" / f"{module}.py"
     original = path.read_text()
     targets = (METRICS, TABLE)

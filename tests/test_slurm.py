@@ -25,7 +25,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 CLUSTER = REPO / "tests" / "slurm"
-TARGET = "tiny"
+TARGET = "results/tiny_x1/metrics.json"  # the tiny counterpart of the client's results/in1k_x10/metrics.json
 GROUP_SIZE = 3  # the tiny dataset has 3 shards: one SLURM job per sharded stage
 GROUPS = ("caption_shards", "embed_shards", "synthesize_shards")
 RUN_TIMEOUT_S = 1500
@@ -68,12 +68,9 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("local")
-    cmd = snakemake_cmd(workdir, "--profile", str(REPO / "profiles" / "local"))
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-    assert run.returncode == 0, run.stderr[-5000:]
-    return workdir
+def local_run(tiny_run) -> Path:
+    """The session's local run of the tiny default (tests/conftest.py), a superset of TARGET."""
+    return tiny_run.work
 
 
 @dataclass
@@ -138,7 +135,7 @@ def test_every_job_went_through_sbatch(slurm_run):
     by_rule = {}
     for job in jobs.values():
         by_rule.setdefault(job["comment"].split("_wildcards")[0], []).append(job["state"])
-    # 17 Snakemake jobs (+ the target rule `tiny`), 3 groups of 3 shards -> 11 SLURM jobs, + 1 for
+    # 17 Snakemake jobs, 3 groups of 3 shards -> 11 SLURM jobs, + 1 for
     # the resubmitted LoRA job
     assert len(jobs) == 12, by_rule
     assert sorted(by_rule["rule_finetune_lora"]) == ["CANCELLED", "COMPLETED"], by_rule

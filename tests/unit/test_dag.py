@@ -26,7 +26,7 @@ def job_counts(*args: str) -> dict[str, int]:
 
 def test_in1k_x10_plans_the_complete_dag():
     counts = job_counts("results/in1k_x10/metrics.json")
-    shards = -(-1281167 // 5000)  # declared train size / shard size, rounded up
+    shards = -(-1281167 // 20000)  # declared train size / shard size, rounded up: 65
     assert counts == {
         "index_dataset": 1,
         "caption_shard": shards,
@@ -52,7 +52,7 @@ def test_tiny_target_builds_the_tiny_default(tmp_path):
 
 def test_table2_plans_ten_rows_on_two_datasets_with_four_loras_each():
     counts = job_counts("results/tables/table2.csv")
-    shards = -(-12894 // 5000) + -(-126689 // 5000)  # IN-10 + IN-100 shards: 3 + 26
+    shards = -(-12894 // 5000) + -(-126689 // 10000)  # IN-10 + IN-100 shards: 3 + 13
     assert counts == {
         "index_dataset": 2,
         "caption_shard": shards,
@@ -73,18 +73,18 @@ def test_default_target_plans_every_table_of_the_paper():
     """README "Targets" states these counts; sizes from config.yaml (shards = ceil(train / shard))."""
     counts = job_counts()
     expected = {
-        "results/tables/table1.csv": {"caption_shard": 286, "synthesize_shard": 981, "train_classifier": 35},
-        "results/tables/table3.csv": {"synthesize_shard": 2570, "train_classifier": 5, "total": 3099},
-        "results/tables/table9.csv": {"synthesize_shard": 286, "train_classifier": 9, "total": 889},
-        "results/tables/table10.csv": {"caption_shard": 0, "embed_shard": 99, "synthesize_shard": 198},
-        "results/tables/table4.csv": {"synthesize_shard": 3084, "evaluate_ood": 8, "total": 3619},
+        "results/tables/table1.csv": {"caption_shard": 81, "synthesize_shard": 315, "train_classifier": 35},
+        "results/tables/table3.csv": {"synthesize_shard": 650, "train_classifier": 5, "total": 795},
+        "results/tables/table9.csv": {"synthesize_shard": 81, "train_classifier": 9, "total": 274},
+        "results/tables/table10.csv": {"caption_shard": 0, "embed_shard": 27, "synthesize_shard": 54},
+        "results/tables/table4.csv": {"synthesize_shard": 780, "evaluate_ood": 8, "total": 931},
     }
     for target, subset in expected.items():
         table = job_counts(target)
         assert {k: table.get(k, 0) for k in subset} == subset, target
     assert counts["collect_table"] == 6 and counts["summarize_provenance"] == 6
     assert counts["train_classifier"] == 71 and counts["evaluate_ood"] == 8  # Table 4: 8 IN-1K classifiers
-    assert counts["synthesize_shard"] == 3753 and counts["total"] == 4667
+    assert counts["synthesize_shard"] == 1098 and counts["total"] == 1513
 
 
 def test_in10_sscd_plans_pass_0_and_the_real_descriptors():

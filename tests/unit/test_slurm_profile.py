@@ -24,10 +24,13 @@ def rules_text() -> str:
     return "\n".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
 
 
-def test_group_components_name_the_groups_of_the_rules():
-    declared = set(re.findall(r'^    group:\n        "(\w+)"', rules_text(), re.M))
-    configured = {item.split("=")[0] for item in profile()["group-components"]}
-    assert configured == declared == {"caption_shards", "embed_shards", "synthesize_shards"}
+def test_groups_name_existing_rules_and_every_group_has_a_size():
+    rules = set(re.findall(r"^rule (\w+):", rules_text(), re.M))
+    assigned = dict(item.split("=") for item in profile()["groups"])
+    assert set(assigned) <= rules and {"caption_shard", "embed_shard", "synthesize_shard"} <= set(assigned)
+    sized = {item.split("=")[0] for item in profile()["group-components"]}
+    assert sized == set(assigned.values()) == {"caption_shards", "embed_shards", "synthesize_shards"}
+    assert not re.search(r"^    group:", rules_text(), re.M), "groups belong to the SLURM profile"
 
 
 def test_set_resources_name_existing_rules_and_signal_before_the_shortest_limit():
