@@ -319,16 +319,36 @@ def walk(root: Node) -> list[Node]:
 
 
 @functools.cache
-def stage_rules(rules_dir: Path = RULES_DIR) -> dict[str, str]:
-    """``{"caption run": "caption_shard", ...}``: which rule runs each stage, from ``rules/*.smk``."""
-    found = {}
+def stage_rules(rules_dir: Path = RULES_DIR) -> dict[str, list[tuple[str, tuple[re.Pattern, ...]]]]:
+    """``{"caption run": [("caption_shard", (output regexes...))], ...}``: the rules that run each
+    stage, from ``rules/*.smk``, with their output patterns (``{wildcard}`` -> one path segment)."""
+    found: dict[str, list[tuple[str, tuple[re.Pattern, ...]]]] = {}
     for smk in sorted(rules_dir.glob("*.smk")):
         for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M):
             rule = re.match(r"rule (\w+):", block)
-            call = re.search(r"python -m realfake\.(\w+)((?: [a-z]+)?)", block)
+            call = re.search(r" -m realfake\.(\w+)((?: [a-z]+)?)", block)
             if rule and call:
-                found[(call.group(1) + call.group(2)).strip()] = rule.group(1)
+                outputs = re.search(r"^    output:\n((?:        .*\n)+)", block, re.M)
+                patterns = re.findall(r'"([^"]+)"', outputs.group(1)) if outputs else []
+                regexes = tuple(
+                    re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(p)) + "$") for p in patterns
+                )
+                found.setdefault((call.group(1) + call.group(2)).strip(), []).append((rule.group(1), regexes))
     return found
+
+
+def rule_of(record: dict[str, Any]) -> str:
+    """The rule that wrote a provenance record: the one rule running its stage, else (a module run
+    by several rules, e.g. ``train_classifier`` and ``lira_train_classifier``) the one whose output
+    pattern matches the record's outputs; the stage name when no rule does."""
+    candidates = stage_rules().get(record["stage"], [])
+    if len(candidates) == 1:
+        return candidates[0][0]
+    paths = [o["path"] for o in record.get("outputs", []) if "path" in o]
+    matching = [rule for rule, regexes in candidates if any(r.match(p) for r in regexes for p in paths)]
+    if len(matching) == 1:
+        return matching[0]
+    return " | ".join(matching or [c[0] for c in candidates]) or record["stage"]
 
 
 def node_summary(node: Node) -> dict[str, Any]:
@@ -340,7 +360,7 @@ def node_summary(node: Node) -> dict[str, Any]:
     if rec is not None:
         out.update(
             stage=rec["stage"],
-            rule=stage_rules().get(rec["stage"]),
+            rule=rule_of(rec),
             params=rec["params"],
             command=rec["command"],
             job={**rec["job"], "host": rec["host"]["hostname"]},
@@ -372,7 +392,7 @@ def node_line(node: Node) -> str:
     rec = node.record
     if rec is None:
         return f"{node.key}  [{node.kind}]" + (f"  sha256:{_short(node.sha256)}" if node.sha256 else "")
-    rule = stage_rules().get(rec["stage"])
+    rule = rule_of(rec)
     job = rec["job"].get("slurm_job_id") or f"pid {rec['job']['pid']}"
     params = " ".join(f"{k}={v}" for k, v in rec["params"].items())
     return (

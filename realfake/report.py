@@ -27,7 +27,7 @@ def source_summary(node: lineage.Node) -> dict[str, str]:
     code, job = rec["code"], rec["job"]
     return {
         **summary,
-        "rule": lineage.stage_rules().get(rec["stage"]) or rec["stage"],
+        "rule": lineage.rule_of(rec),
         "job": f"{job.get('slurm_job_id') or 'pid ' + str(job.get('pid'))}@{rec['host']['hostname']}",
         "ended": rec["ended"],
         "code": code["hash"][:12],

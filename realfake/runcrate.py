@@ -21,7 +21,7 @@ from rocrate.model.contextentity import ContextEntity
 from rocrate.rocrate import ROCrate
 
 from realfake import provenance as prov
-from realfake.lineage import Lineage, Node, stage_rules, walk
+from realfake.lineage import Lineage, Node, rule_of, walk
 
 WFRUN = "https://w3id.org/ro/wfrun"
 PROFILES = (
@@ -101,7 +101,7 @@ def tool_entity(crate: ROCrate, record: dict[str, Any]) -> ContextEntity:
 
 
 def step_entity(crate: ROCrate, workflow, record: dict[str, Any], tool) -> ContextEntity:
-    rule = stage_rules().get(record["stage"]) or record["stage"].replace(" ", "_")
+    rule = rule_of(record).replace(" ", "_")
     ident = f"#step-{rule}"
     step = crate.get(ident)
     if step is None:

@@ -277,8 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     model = create_classifier(args.arch, args.num_classes, {**model_args, **drop_path}, args.pretrained)
     if world.rank:  # rank 0 keeps the single-process random stream; the others augment differently
         seed_everything(args.seed + RANK_SEED_STRIDE * world.rank)
-    print(f"rank {world.rank}/{world.size}: training on {len(table)} images ({len(args.shards)} shards, "
-          f"real={args.real})", flush=True)  # fmt: skip
+    rank = f"rank {world.rank}/{world.size}: " if world.size > 1 else ""
+    print(f"{rank}training on {len(table)} images ({len(args.shards)} shards, real={args.real})", flush=True)
     dataset = ImageBytesDataset(table, create_train_transform(recipe, model))
     trainer = Trainer(model.to(device), recipe, device, world)
     with StopFlag() as stop:

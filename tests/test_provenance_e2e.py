@@ -105,6 +105,8 @@ def test_lineage_of_metrics_reaches_the_index_and_the_models(provenance_run):
     assert len(rules) == 16 + 3  # 17 jobs; the zoo job's output is three nodes: the model directories
     assert rules.count("synthesize_shard") == 3 and rules.count("caption_shard") == 3
     assert rules.count("build_tiny_zoo") == 3 and nodes[METRICS]["rule"] == "evaluate_classifier"
+    # modules that LiRA's shadow rules run too are told apart by their output paths
+    assert rules.count("train_classifier") == 1 and rules.count("finetune_lora") == 1
     shard_node = nodes[shard]
     assert shard_node["params"]["pass"] == "0" and shard_node["params"]["shard"] == "00001"
     assert {e["node"] for e in shard_node["inputs"]} >= {

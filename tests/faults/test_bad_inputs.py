@@ -330,6 +330,14 @@ def cut_shard(good: Path, where: str, out: Path) -> Path:
     return out
 
 
+def shard_training_argv(shards: list[Path], tmp_path: Path) -> list[str]:
+    """``realfake.train`` on ``shards`` alone: one epoch of batch 2, output ``tmp_path / "c"``."""
+    recipe = {"epochs": 1, "batch_size": 2, "opt": "sgd", "lr": 0.1, "train_size": 32, "test_size": 32}
+    argv = ["--shards", *map(str, shards), "--num-classes", "4", "--arch", "resnet18"]
+    argv += ["--recipe", json.dumps(recipe), "--state-dir", str(tmp_path / "st")]
+    return argv + ["--out", str(tmp_path / "c")]
+
+
 @pytest.mark.parametrize("where", ["mid-member", "between-samples", "zero-byte"])
 def test_truncated_shard_is_named_by_every_reader(good_shard, tmp_path, where, no_models):
     assert len(scan_shard(str(good_shard))) == 6 and len(list(synthesize.read_shard(good_shard))) == 6
@@ -339,18 +347,8 @@ def test_truncated_shard_is_named_by_every_reader(good_shard, tmp_path, where, n
         scan_shard(str(bad))
     with pytest.raises(UnsafeFileError, match=message):
         list(synthesize.read_shard(bad))
-    recipe = {"epochs": 1, "batch_size": 2, "opt": "sgd", "lr": 0.1, "train_size": 32, "test_size": 32}
-    argv = ["--shards", str(good_shard), str(bad), "--num-classes", "4", "--arch", "resnet18"]
-    argv += [
-        "--recipe",
-        json.dumps(recipe),
-        "--state-dir",
-        str(tmp_path / "st"),
-        "--out",
-        str(tmp_path / "c"),
-    ]
     with pytest.raises(UnsafeFileError, match=message):
-        train.main(argv)
+        train.main(shard_training_argv([good_shard, bad], tmp_path))
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
@@ -368,17 +366,8 @@ def test_corrupt_jpeg_inside_a_shard_is_named_with_its_member(good_shard, tmp_pa
     bad.write_bytes(bytes(data))
     assert len(scan_shard(str(bad))) == len(samples)  # the tar itself reads fine
 
-    recipe = {"epochs": 1, "batch_size": 2, "opt": "sgd", "lr": 0.1, "train_size": 32, "test_size": 32}
-    argv = ["--shards", str(bad), "--num-classes", "4", "--arch", "resnet18", "--workers", workers]
+    argv = shard_training_argv([bad], tmp_path) + ["--workers", workers]
     argv += ["--model-args", json.dumps({"layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "stem_width": 8})]
-    argv += [
-        "--recipe",
-        json.dumps(recipe),
-        "--state-dir",
-        str(tmp_path / "st"),
-        "--out",
-        str(tmp_path / "c"),
-    ]
     with pytest.raises(CorruptImageError, match=f"shard {bad}, member {bad_member.name}, cannot be decoded"):
         train.main(argv)
     assert not (tmp_path / "c").exists()
