@@ -22,6 +22,7 @@ from realfake import provenance
 from realfake.io import safetensors_metadata, set_offline, sha256_file, write_json
 from realfake.models import create_classifier, resolve_device
 from realfake.recipes import ImageBytesDataset, create_eval_transform, real_table
+from realfake.shards import add_inference_arguments
 
 TOP5 = 5
 
@@ -99,9 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m realfake.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--index", required=True, help="index.parquet; its test split is evaluated")
     parser.add_argument("--checkpoint", required=True, help="classifier.safetensors from realfake.train")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    add_inference_arguments(parser)
     parser.add_argument("--out", required=True, help="metrics.json")
     args = parser.parse_args(argv)
     set_offline()

@@ -42,6 +42,7 @@ from scipy.special import logsumexp
 
 from realfake import provenance
 from realfake.io import atomic_path, write_json
+from realfake.shards import add_inference_arguments
 
 ATTACKS = ("online", "online_fixed_variance", "offline", "offline_fixed_variance", "global_threshold")
 PAPER_FPRS = (1e-3, 1e-5)  # 0.1 % and 0.001 %
@@ -400,9 +401,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = commands.add_parser("logits", help="a classifier's logits on every train image and its flip")
     p.add_argument("--index", required=True, help="index.parquet: all N train examples, in index order")
     p.add_argument("--checkpoint", required=True, help="classifier.safetensors from realfake.train")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    add_inference_arguments(p)
     p.add_argument("--out", required=True, help="logits.safetensors: logits [N, Q, C] f32, labels [N] i64")
     p.set_defaults(func=logits_command)
     p = commands.add_parser("attack", help="all attacks on one pipeline's models: metrics JSON")

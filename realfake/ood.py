@@ -38,6 +38,7 @@ from realfake.index import list_images, read_index
 from realfake.io import set_offline, sha256_file, write_json
 from realfake.models import resolve_device
 from realfake.recipes import ImageBytesDataset, create_eval_transform, make_table
+from realfake.shards import add_inference_arguments
 
 SUBSETS = ("imagenet_r", "imagenet_a")
 NUM_IMAGENET_CLASSES = 1000
@@ -245,9 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--num-images", nargs="+", required=True, help=f"per set: declared count or {ANY_COUNT}"
     )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    add_inference_arguments(parser)
     parser.add_argument("--out", required=True, help="ood.json")
     args = parser.parse_args(argv)
     set_offline()

@@ -55,3 +55,11 @@ def add_shard_job_arguments(parser: argparse.ArgumentParser, model_help: str) ->
         help="auto = float16 on cuda, float32 on cpu",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--batch-size --device --workers``: the flags of every CLI that runs a trained classifier
+    over images (evaluation, OOD sets, LiRA logits)."""
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
