@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 
 def load_schema() -> dict:
     """The packaged JSON schema (``realfake/config.schema.yaml``)."""
-    return yaml.safe_load(resources.files("realfake").joinpath("config.schema.yaml").read_text())
+    text = resources.files("realfake").joinpath("config.schema.yaml").read_text()
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: every DAG start
 
 
 def key_lines(text: str) -> dict[tuple, int]:
@@ -177,10 +178,10 @@ def layout_option_errors(name: str, dataset: dict[str, Any]) -> list[tuple[tuple
 
 def validate(config: dict[str, Any], source: str | Path | None = None) -> None:
     """Raise :class:`ConfigError` listing every problem as ``file:line: key.path: message``."""
-    text = Path(source).read_text() if source and Path(source).is_file() else ""
-    lines = key_lines(text) if text else {}
     errors = find_errors(config, load_schema())
     if errors:
+        text = Path(source).read_text() if source and Path(source).is_file() else ""
+        lines = key_lines(text) if text else {}  # line numbers only for the message
         where = str(source or "config")
         msg = "\n".join(f"  {_where(path, lines, where)}: {message}" for path, message in errors)
         raise ConfigError(f"invalid configuration ({len(errors)} problem(s)):\n{msg}")

@@ -2,9 +2,11 @@
 import functools
 import inspect
 import json
+import shlex
 import sys
 from pathlib import Path
 
+import snakemake.resources
 from snakemake.common import overwrite_function_params
 
 sys.path.insert(0, workflow.basedir)
@@ -14,6 +16,7 @@ from realfake.config import validate
 # params: code=code_hash("<module>") in every rule: the hash of the realfake files that stage
 # imports (realfake.provenance.module_closure), so editing a module re-runs exactly its dependents.
 from realfake.provenance import code_hash
+from realfake.commands import finetune_argv, synthesis_argv
 from realfake.resources import memory_mb, runtime_minutes, stage_cost
 from realfake.shards import num_shards
 from realfake.targets import (
@@ -243,44 +246,9 @@ def synthesis_captions(wildcards):
     return []
 
 
-def captions_flag(input_function):
-    """Params function: ``--captions PATH``, or ``--no-caption`` without captions."""
-
-    def flag(wildcards):
-        path = input_function(wildcards)
-        return f"--captions {path}" if path else "--no-caption"
-
-    return fixed_signature(flag)
-
-
 def lora_spec(wildcards):
     """What the ``{lora}`` wildcard's training uses (realfake.targets.LoraSpec)."""
     return parse_lora_name(known_lora(wildcards))
-
-
-def guidance_source_flags(source):
-    """``--guidance-source image`` for per-image guidance; the class-mean default needs no flag."""
-    return ["--guidance-source", "image"] if source == "image" else []
-
-
-def finetune_flags(wildcards):
-    """The LoRA's training options, from its name (realfake.targets.lora_name): guidance off or
-    per-image, kernel MMD with the dataset's finetune bandwidths."""
-    spec = lora_spec(wildcards)
-    if not spec.visual_guidance:
-        flags = ["--no-visual-guidance"]
-    else:
-        flags = guidance_source_flags(spec.guidance_source)
-    if spec.mmd and spec.mmd_kind == "kernel":
-        cfg = settings("finetune", wildcards)
-        # defaults as in config.schema.yaml
-        bandwidths = cfg.get("mmd_bandwidths", [0.5, 1.0, 2.0])
-        flags += [
-            "--mmd-kind kernel",
-            "--mmd-bandwidths " + " ".join(str(b) for b in bandwidths),
-            f"--mmd-bandwidth-base {cfg.get('mmd_bandwidth_base', 'median')}",
-        ]
-    return " ".join(flags)
 
 
 def finetune_embeddings(wildcards):
@@ -291,6 +259,23 @@ def finetune_embeddings(wildcards):
     return []
 
 
+def finetune_args(wildcards, input):
+    """Params function: the realfake.finetune flags of a LoRA (model, the dataset's finetune:
+    setting, what the LoRA name trains with, captions, embedding shards) as one shell-quoted string
+    (realfake.commands.finetune_argv)."""
+    cfg = settings("finetune", wildcards)
+    return shlex.join(
+        finetune_argv(
+            cfg,
+            lora_spec(wildcards),
+            model=model_set(wildcards)["sd"],
+            seed=cfg["seed"],
+            captions=finetune_captions(wildcards) or None,
+            image_embeddings=input_paths(input.embeddings),
+        )
+    )
+
+
 def synthesis_embeddings(wildcards):
     """Input function: the CLIP embedding shards when the variant samples with per-image guidance."""
     variant = variant_cfg(wildcards)
@@ -299,43 +284,44 @@ def synthesis_embeddings(wildcards):
     return []
 
 
-def embeddings_flag(wildcards, input):
-    """Params function: ``--image-embeddings SHARDS`` when the job has embedding-shard inputs."""
-    return f"--image-embeddings {input.embeddings}" if input.embeddings else ""
+def synthesis_inputs(wildcards):
+    """Input function (unpack) of a synthesis shard job, besides index and class means; each is
+    [] when unused: captions (prompts with {caption}), embeddings (per-image guidance), lora
+    (fine-tuned variants), zoo (tiny model set). One function, not four (planning)."""
+    return {
+        "captions": synthesis_captions(wildcards),
+        "embeddings": synthesis_embeddings(wildcards),
+        "lora": lora_input(wildcards),
+        "zoo": tiny_zoo_input(wildcards),
+    }
 
 
-def synthesis_flags(wildcards):
-    variant = variant_cfg(wildcards)
-    flags = [] if variant["latent_prior"] else ["--txt2img"]
-    if not variant["visual_guidance"]:
-        flags.append("--no-visual-guidance")
-    else:
-        flags += guidance_source_flags(variant.get("guidance_source", "class_mean"))
-    return " ".join(flags)
+def input_paths(named):
+    """A named input of a job as a list of paths (empty when the input function returned none)."""
+    return [str(path) for path in ([named] if isinstance(named, str) else named)]
+
+
+def synthesis_args(wildcards, input):
+    """Params function: the realfake.synthesize flags of a shard job (model, prompt, captions,
+    LoRA, the dataset's synthesis setting, the variant's switches) as one shell-quoted string
+    (realfake.commands.synthesis_argv)."""
+    return shlex.join(
+        synthesis_argv(
+            settings("synthesis", wildcards),
+            variant_cfg(wildcards),
+            model=model_set(wildcards)["sd"],
+            prompt=synthesis_prompt(wildcards),
+            shard_size=dataset_cfg(wildcards)["shard_size"],
+            seed=settings("synthesis", wildcards)["seed"],
+            lora=lora_input(wildcards) or None,
+            captions=synthesis_captions(wildcards) or None,
+            image_embeddings=input_paths(input.embeddings),
+        )
+    )
 
 
 def as_json(value):
     return json.dumps(value, sort_keys=True)
-
-
-def finetune_budget(wildcards):
-    """``--max-steps N`` when set, else ``--epochs E``."""
-    cfg = settings("finetune", wildcards)
-    if cfg.get("max_steps"):
-        return f"--max-steps {cfg['max_steps']}"
-    return f"--epochs {cfg['epochs']}"
-
-
-def mmd_weight(wildcards):
-    """The MMD weight (either kind), 0 for LoRAs without distribution matching (Table 2)."""
-    if not lora_spec(wildcards).mmd:
-        return 0.0
-    return settings("finetune", wildcards)["mmd_weight"]
-
-
-def lora_flag(wildcards):
-    path = lora_input(wildcards)
-    return f"--lora {path}" if path else ""
 
 
 def classifier_value(key):
@@ -744,15 +730,6 @@ def lira_setting_value(section, key):
     return fixed_signature(value)
 
 
-def lira_seed(section):
-    """Params function: the ``section`` setting's seed plus the model number (independent shadows)."""
-
-    def value(wildcards):
-        return lira_settings(section, wildcards)["seed"] + lira_model(wildcards)
-
-    return fixed_signature(value)
-
-
 def lira_recipe_json(wildcards):
     return as_json(lira_settings("recipes", wildcards))
 
@@ -797,19 +774,39 @@ def lira_synthesis_captions(wildcards):
     return []
 
 
-def lira_finetune_budget(wildcards):
+def lira_finetune_args(wildcards, input):
+    """Params function: finetune_args of a shadow model's LoRA: the LiRA-overridden setting
+    (MMD weight, kind, bandwidths), the generator's LoRA, the shadow's seed."""
     cfg = lira_settings("finetune", wildcards)
-    return (
-        f"--max-steps {cfg['max_steps']}"
-        if cfg.get("max_steps")
-        else f"--epochs {cfg['epochs']}"
+    return shlex.join(
+        finetune_argv(
+            cfg,
+            lora_spec(generator_wildcards(wildcards)),
+            model=model_set(wildcards)["sd"],
+            seed=cfg["seed"] + lira_model(wildcards),
+            captions=lira_finetune_captions(wildcards) or None,
+            image_embeddings=input_paths(input.embeddings),
+        )
     )
 
 
-def lira_mmd_weight(wildcards):
-    if not lora_spec(generator_wildcards(wildcards)).mmd:
-        return 0.0
-    return lira_settings("finetune", wildcards)["mmd_weight"]
+def lira_synthesis_args(wildcards, input):
+    """Params function: synthesis_args of a shadow model's shard job: the LiRA-overridden setting,
+    the generator variant, the shadow's seed and LoRA."""
+    generator = generator_wildcards(wildcards)
+    return shlex.join(
+        synthesis_argv(
+            lira_settings("synthesis", wildcards),
+            variant_cfg(generator),
+            model=model_set(wildcards)["sd"],
+            prompt=lira_synthesis_prompt(wildcards),
+            shard_size=lira_shard_size(wildcards),
+            seed=lira_settings("synthesis", wildcards)["seed"] + lira_model(wildcards),
+            lora=str(input.lora),
+            captions=lira_synthesis_captions(wildcards) or None,
+            image_embeddings=input_paths(input.embeddings),
+        )
+    )
 
 
 def lira_shard_size(wildcards):
@@ -875,6 +872,12 @@ def lira_runtime(stage):
 
     return fixed_signature(runtime)
 
+
+# Snakemake evaluates every callable resource (and each job's threads) through the bound method
+# Resource.evaluate(*args, **kwargs), whose signature it also recomputes per call (~12,000 times
+# for the whole paper, ~8 % of a dry run): computed once here. The parameters are those of the
+# installed Snakemake's own method, so this only caches what Snakemake would compute.
+fixed_signature(snakemake.resources.Resource.evaluate)
 
 # Keep last: every plain function above gets its signature computed once (fixed_signature).
 _here = fixed_signature.__code__.co_filename

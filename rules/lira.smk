@@ -94,29 +94,12 @@ rule lira_finetune_lora:
         runtime=lira_runtime("finetune"),
     params:
         code=code_hash("finetune"),
-        model=model_ref("sd"),
-        rank=lira_setting_value("finetune", "rank"),
-        lr=lira_setting_value("finetune", "lr"),
-        batch_size=lira_setting_value("finetune", "batch_size"),
-        budget=lira_finetune_budget,
-        resolution=lira_setting_value("finetune", "resolution"),
-        snr_gamma=lira_setting_value("finetune", "snr_gamma"),
-        mmd_weight=lira_mmd_weight,
-        prompt=lira_setting_value("finetune", "prompt"),
-        seed=lira_seed("finetune"),
-        checkpoint_every=lira_setting_value("finetune", "checkpoint_every"),
-        captions=captions_flag(lira_finetune_captions),
-        embeddings=embeddings_flag,
-        flags=with_generator(finetune_flags),
+        # as rule finetune_lora, with the LiRA overrides and the shadow's seed
+        args=lira_finetune_args,
         state_dir="results/{dataset}/lira/synthetic/model-{model}/lora_state",
     shell:
-        "python -m realfake.finetune --index {input.index} {params.captions}"
-        " --class-means {input.class_means} {params.embeddings} --model {params.model:q}"
-        " --rank {params.rank} --lr {params.lr} --batch-size {params.batch_size} {params.budget}"
-        " --resolution {params.resolution} --snr-gamma {params.snr_gamma}"
-        " --mmd-weight {params.mmd_weight} --prompt {params.prompt:q} --seed {params.seed}"
-        " --state-dir {params.state_dir} --checkpoint-every {params.checkpoint_every}"
-        " {params.flags} --threads {threads} --out {output} > {log} 2>&1"
+        "python -m realfake.finetune --index {input.index} --class-means {input.class_means}"
+        " {params.args} --state-dir {params.state_dir} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule lira_synthesize_shard:
@@ -142,30 +125,12 @@ rule lira_synthesize_shard:
         runtime=lira_runtime("synthesize"),
     params:
         code=code_hash("synthesize"),
-        model=model_ref("sd"),
-        shard_size=lira_shard_size,
-        steps=lira_setting_value("synthesis", "steps"),
-        guidance_scale=lira_setting_value("synthesis", "guidance_scale"),
-        strength=lira_setting_value("synthesis", "strength"),
-        lora_scale=lira_setting_value("synthesis", "lora_scale"),
-        resolution=lira_setting_value("synthesis", "resolution"),
-        prompt=lira_synthesis_prompt,
-        captions=captions_flag(lira_synthesis_captions),
-        embeddings=embeddings_flag,
-        negative_prompt=lira_setting_value("synthesis", "negative_prompt"),
-        jpeg_quality=lira_setting_value("synthesis", "jpeg_quality"),
-        batch_size=lira_setting_value("synthesis", "batch_size"),
-        seed=lira_seed("synthesis"),
-        flags=with_generator(synthesis_flags),
+        # as rule synthesize_shard, with the LiRA overrides and the shadow's seed
+        args=lira_synthesis_args,
     shell:
-        "python -m realfake.synthesize --index {input.index} {params.captions}"
-        " --class-means {input.class_means} {params.embeddings} --model {params.model:q}"
-        " --lora {input.lora} --pass 0 --shard {wildcards.shard} --shard-size {params.shard_size}"
-        " --steps {params.steps} --guidance-scale {params.guidance_scale} --strength {params.strength}"
-        " --lora-scale {params.lora_scale} --resolution {params.resolution}"
-        " --prompt {params.prompt:q} --negative-prompt {params.negative_prompt:q}"
-        " --jpeg-quality {params.jpeg_quality} --batch-size {params.batch_size} --seed {params.seed}"
-        " {params.flags} --threads {threads} --out {output} > {log} 2>&1"
+        "python -m realfake.synthesize --index {input.index} --class-means {input.class_means}"
+        " --pass 0 --shard {wildcards.shard} {params.args}"
+        " --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule lira_train_classifier:

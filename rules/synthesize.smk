@@ -1,11 +1,8 @@
 rule synthesize_shard:
     input:
+        unpack(synthesis_inputs),  # captions, embeddings, lora, zoo: those the variant uses
         index="results/{dataset}/index.parquet",
-        captions=synthesis_captions,
         class_means="results/{dataset}/class_means.pt",
-        embeddings=synthesis_embeddings,
-        lora=lora_input,
-        zoo=tiny_zoo_input,
     output:
         "results/{dataset}/synth/{variant}/pass-{synth_pass}/shard-{shard}.tar",
     log:
@@ -21,28 +18,10 @@ rule synthesize_shard:
         runtime=runtime_estimate("synthesize"),
     params:
         code=code_hash("synthesize"),
-        model=model_ref("sd"),
-        lora=lora_flag,
-        shard_size=dataset_value("shard_size"),
-        steps=setting_value("synthesis", "steps"),
-        guidance_scale=setting_value("synthesis", "guidance_scale"),
-        strength=setting_value("synthesis", "strength"),
-        lora_scale=setting_value("synthesis", "lora_scale"),
-        resolution=setting_value("synthesis", "resolution"),
-        prompt=synthesis_prompt,
-        captions=captions_flag(synthesis_captions),
-        negative_prompt=setting_value("synthesis", "negative_prompt"),
-        jpeg_quality=setting_value("synthesis", "jpeg_quality"),
-        batch_size=setting_value("synthesis", "batch_size"),
-        seed=setting_value("synthesis", "seed"),
-        image_embeddings=embeddings_flag,
-        flags=synthesis_flags,
+        # model, prompt, captions, LoRA, the dataset's synthesis: setting and the variant's
+        # switches as realfake.synthesize flags (one params function: planning cost is per function)
+        args=synthesis_args,
     shell:
-        "python -m realfake.synthesize --index {input.index} {params.captions}"
-        " --class-means {input.class_means} --model {params.model:q} {params.lora}"
-        " --pass {wildcards.synth_pass} --shard {wildcards.shard} --shard-size {params.shard_size}"
-        " --steps {params.steps} --guidance-scale {params.guidance_scale} --strength {params.strength}"
-        " --lora-scale {params.lora_scale} --resolution {params.resolution}"
-        " --prompt {params.prompt:q} --negative-prompt {params.negative_prompt:q}"
-        " --jpeg-quality {params.jpeg_quality} --batch-size {params.batch_size} --seed {params.seed}"
-        " {params.flags} {params.image_embeddings} --threads {threads} --out {output} > {log} 2>&1"
+        "python -m realfake.synthesize --index {input.index} --class-means {input.class_means}"
+        " --pass {wildcards.synth_pass} --shard {wildcards.shard} {params.args}"
+        " --threads {threads} --out {output} > {log} 2>&1"

@@ -1,0 +1,103 @@
+"""The command lines the Snakemake rules build from config.yaml, as argv lists (light: no torch).
+
+A rule passes one of these as a single params value (``shlex.join``) instead of one params
+function per flag: Snakemake's planning cost grows with the number of functions per job, and
+synthesis shards are most of the paper's jobs (benchmarks/README.md). Each list parses back
+through its stage's own ``parse_args`` into the config's values (tests/unit/test_commands.py), so
+the rule and the CLI cannot drift apart. The LiRA shadow rules call the same functions with their
+overridden settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from realfake.targets import LoraSpec
+
+# The keys of a ``synthesis:`` setting (config.yaml) that map one-to-one onto a realfake.synthesize
+# flag of the same name; prompt and seed are passed separately (variants and LiRA shadows override them).
+SYNTHESIS_SETTING_FLAGS = (
+    "steps",
+    "guidance_scale",
+    "strength",
+    "lora_scale",
+    "resolution",
+    "negative_prompt",
+    "jpeg_quality",
+    "batch_size",
+)
+
+
+def synthesis_argv(
+    setting: Mapping,
+    variant: Mapping,
+    *,
+    model: str,
+    prompt: str,
+    shard_size: int,
+    seed: int,
+    lora: str | None = None,
+    captions: str | None = None,
+    image_embeddings: list[str] | None = None,
+) -> list[str]:
+    """The realfake.synthesize flags of one shard job, as argv, from the dataset's ``synthesis:``
+    setting and the variant (config.yaml ``variants:``).
+
+    Index, class means, pass, shard, threads and output stay explicit in the rule.
+    """
+    argv = ["--model", model, "--prompt", prompt, "--shard-size", str(shard_size), "--seed", str(seed)]
+    for key in SYNTHESIS_SETTING_FLAGS:
+        argv += ["--" + key.replace("_", "-"), str(setting[key])]
+    argv += ["--captions", captions] if captions else ["--no-caption"]
+    if lora:
+        argv += ["--lora", lora]
+    if not variant["latent_prior"]:
+        argv.append("--txt2img")
+    if not variant["visual_guidance"]:
+        argv.append("--no-visual-guidance")
+    elif variant.get("guidance_source", "class_mean") == "image":
+        argv += ["--guidance-source", "image"]
+    if image_embeddings:
+        argv += ["--image-embeddings", *image_embeddings]
+    return argv
+
+
+# Keys of a ``finetune:`` setting passed as the realfake.finetune flag of the same name.
+FINETUNE_SETTING_FLAGS = ("rank", "lr", "batch_size", "resolution", "snr_gamma", "prompt", "checkpoint_every")
+
+
+def finetune_argv(
+    setting: Mapping,
+    spec: LoraSpec,
+    *,
+    model: str,
+    seed: int,
+    captions: str | None = None,
+    image_embeddings: list[str] | None = None,
+) -> list[str]:
+    """The realfake.finetune flags of one LoRA, from a ``finetune:`` setting and what the LoRA's
+    name says it trains with (realfake.targets.parse_lora_name): the MMD weight is 0 without
+    distribution matching, kernel MMD adds the setting's bandwidths, no visual guidance or
+    per-image guidance switch the token. Index, class means, state dir, threads and output stay
+    explicit in the rule."""
+    argv = ["--model", model, "--seed", str(seed)]
+    for key in FINETUNE_SETTING_FLAGS:
+        argv += ["--" + key.replace("_", "-"), str(setting[key])]
+    if setting.get("max_steps"):
+        argv += ["--max-steps", str(setting["max_steps"])]
+    else:
+        argv += ["--epochs", str(setting["epochs"])]
+    argv += ["--mmd-weight", str(setting["mmd_weight"] if spec.mmd else 0.0)]
+    if spec.mmd and spec.mmd_kind == "kernel":
+        # defaults as in config.schema.yaml
+        argv += ["--mmd-kind", "kernel", "--mmd-bandwidths"]
+        argv += [str(b) for b in setting.get("mmd_bandwidths", [0.5, 1.0, 2.0])]
+        argv += ["--mmd-bandwidth-base", str(setting.get("mmd_bandwidth_base", "median"))]
+    argv += ["--captions", captions] if captions else ["--no-caption"]
+    if not spec.visual_guidance:
+        argv.append("--no-visual-guidance")
+    elif spec.guidance_source == "image":
+        argv += ["--guidance-source", "image"]
+    if image_embeddings:
+        argv += ["--image-embeddings", *image_embeddings]
+    return argv
