@@ -45,12 +45,11 @@ from realfake.embed import load_guidance, load_image_guidance
 from realfake.io import atomic_path, load_weights_only, set_offline
 from realfake.losses import MMD_KINDS, MMDSettings, min_snr_weights, realfake_loss, snr
 from realfake.models import load_sd_components, resolve_device
-from realfake.resume import StopFlag, rng_state, set_rng_state
+from realfake.resume import EXIT_RESUMABLE, StopFlag, rng_state, set_rng_state
 
 log = logging.getLogger("realfake.finetune")
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
-EXIT_RESUME = 75  # EX_TEMPFAIL: interrupted after a checkpoint; run again to resume
 LOG_EVERY = 10
 STATE_FILE = "state.pt"
 LOG_FILE = "train_log.jsonl"
@@ -436,8 +435,8 @@ def main(argv: list[str] | None = None) -> None:
     with StopFlag() as stop:
         parts = train(trainer, table, means, cfg, steps, args.state_dir, args.checkpoint_every, stop)
     if trainer.step < steps:
-        log.info("stop signal: saved step %d, exit %d to resume", trainer.step, EXIT_RESUME)
-        raise SystemExit(EXIT_RESUME)
+        log.info("stop signal: saved step %d, exit %d to resume", trainer.step, EXIT_RESUMABLE)
+        raise SystemExit(EXIT_RESUMABLE)
     save_lora(trainer.models.unet, args.out)
     summary = {"out": str(args.out), "steps": steps, "resumed_from": start_step, "n_train": len(table),
                "seconds": round(time.time() - start_time, 2), **parts}  # fmt: skip

@@ -10,6 +10,10 @@ import signal
 import numpy as np
 import torch
 
+# EX_TEMPFAIL: the job's state is saved; rerunning the same command continues the run (a SLURM
+# requeue or a Snakemake retry does exactly that).
+EXIT_RESUMABLE = 75
+
 
 def rng_state() -> dict[str, torch.Tensor]:
     """All global RNG states as tensors, so the state file loads with ``weights_only=True``."""

@@ -46,10 +46,9 @@ from realfake.recipes import (
     real_table,
     scan_shards,
 )
-from realfake.resume import StopFlag, rng_state, set_rng_state
+from realfake.resume import EXIT_RESUMABLE, StopFlag, rng_state, set_rng_state
 
 RANK_SEED_STRIDE = 100_003  # rank r > 0 seeds its augmentation RNGs with seed + r * stride
-EXIT_RESUMABLE = 75  # EX_TEMPFAIL: the state is saved, rerunning the same command continues the run
 
 
 def seed_everything(seed: int) -> None:

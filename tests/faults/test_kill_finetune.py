@@ -52,7 +52,7 @@ def test_sigterm_then_sigkill_then_resume_equals_uninterrupted(
     # SIGTERM (SLURM's time-limit warning): checkpoint at the step boundary, exit 75 to be requeued.
     proc = start_stage("finetune", args, log)
     wait_until(state.exists, proc, log)  # the signal handlers are in place once a checkpoint exists
-    assert kill(proc, signal.SIGTERM) == finetune.EXIT_RESUME == 75, tail(log)
+    assert kill(proc, signal.SIGTERM) == finetune.EXIT_RESUMABLE == 75, tail(log)
     stopped_at = saved_step(tmp_path)
     assert EVERY <= stopped_at < STEPS and not (tmp_path / "lora.safetensors").exists()
 

@@ -150,7 +150,7 @@ def test_resumed_run_equals_uninterrupted(tiny_zoo, tiny_inputs, tmp_path, monke
         patch.setattr(ft, "training_step", step_then_signal)
         with pytest.raises(SystemExit) as stopped:
             ft.main(argv)
-    assert stopped.value.code == ft.EXIT_RESUME
+    assert stopped.value.code == ft.EXIT_RESUMABLE
     assert signal.getsignal(signal.SIGUSR1) is handler
     assert not (tmp_path / "resumed.safetensors").exists()
     assert torch.load(tmp_path / "s2" / ft.STATE_FILE, weights_only=True)["step"] == 3

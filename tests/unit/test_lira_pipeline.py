@@ -249,3 +249,42 @@ def test_lira_of_a_dataset_without_settings_is_an_error_naming_them(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode != 0
     assert "no lira: settings for dataset 'in100' (have: tiny, in10)" in done.stdout + done.stderr
+
+
+def planned_commands(workdir: Path, configfile: Path, target: str) -> dict[str, list[str]]:
+    """``python -m realfake.<stage>`` argv of every job a dry run of ``target`` prints, by stage."""
+    command = [str(SNAKEMAKE), "-n", "-p", "--cores", "1", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+    done = subprocess.run([*command, target, "--configfile", str(configfile)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found: dict[str, list[str]] = {}
+    for m in re.finditer(r"python -m realfake\.(\w+) (.*?) > \S+ 2>&1$", done.stdout, re.M):
+        found.setdefault(m[1], []).append(m[2])
+    return found
+
+
+def test_shadow_lora_and_synthesis_take_the_lira_overrides(tmp_path):
+    """The shadow models' fine-tuning uses lira.<dataset>.finetune over the dataset's setting: the
+    MMD weight, kind and bandwidths of a kernel-MMD generator included; each shadow adds its model
+    number to the seed."""
+    import shlex
+
+    from realfake import finetune, synthesize
+
+    configfile = tmp_path / "config.yaml"
+    overrides = {"max_steps": 3, "mmd_weight": 0.2, "mmd_bandwidths": [0.25, 4.0], "seed": 10}
+    configfile.write_text(
+        lira_config_text(variant="kmmd", finetune=overrides, synthesis={"steps": 6, "seed": 5})
+    )
+    model = "results/tiny/lira/synthetic/model-1"
+    commands = planned_commands(tmp_path, configfile, f"{model}/synth/shard-00000.tar")
+    (ft,) = [finetune.parse_args(shlex.split(c)) for c in commands["finetune"]]
+    assert (ft.max_steps, ft.mmd_weight, ft.mmd_kind, ft.mmd_bandwidths, ft.seed) == (
+        3,
+        0.2,
+        "kernel",
+        [0.25, 4.0],
+        11,
+    )
+    assert str(ft.out) == f"{model}/lora.safetensors"
+    (syn,) = [synthesize.parse_args(shlex.split(c)) for c in commands["synthesize"]]
+    assert (syn.steps, syn.seed, syn.lora, syn.shard_size) == (6, 6, f"{model}/lora.safetensors", 200)
