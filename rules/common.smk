@@ -181,10 +181,12 @@ def caption_shards(wildcards):
 
 
 def embedding_shards(wildcards):
-    return expand(
-        "results/{{dataset}}/embeddings/shard-{shard}.safetensors",
-        shard=shard_ids(wildcards),
-    )
+    """The CLIP embedding shards of the dataset, as paths (also the args of per-image guidance)."""
+    dataset = dataset_name(wildcards)
+    return [
+        f"results/{dataset}/embeddings/shard-{shard}.safetensors"
+        for shard in dataset_shard_ids(dataset)
+    ]
 
 
 def variant_cfg(wildcards):
@@ -259,7 +261,10 @@ def finetune_embeddings(wildcards):
     return []
 
 
-def finetune_args(wildcards, input):
+# The *_args params functions take the wildcards only, never `input`: Snakemake leaves params
+# functions of input/output/threads/resources ("derived" params) out of its rerun-on-change check,
+# and a changed setting must re-run the job (benchmarks/rebuilds.py checks it).
+def finetune_args(wildcards):
     """Params function: the realfake.finetune flags of a LoRA (model, the dataset's finetune:
     setting, what the LoRA name trains with, captions, embedding shards) as one shell-quoted string
     (realfake.commands.finetune_argv)."""
@@ -271,7 +276,7 @@ def finetune_args(wildcards, input):
             model=model_set(wildcards)["sd"],
             seed=cfg["seed"],
             captions=finetune_captions(wildcards) or None,
-            image_embeddings=input_paths(input.embeddings),
+            image_embeddings=finetune_embeddings(wildcards),
         )
     )
 
@@ -296,12 +301,7 @@ def synthesis_inputs(wildcards):
     }
 
 
-def input_paths(named):
-    """A named input of a job as a list of paths (empty when the input function returned none)."""
-    return [str(path) for path in ([named] if isinstance(named, str) else named)]
-
-
-def synthesis_args(wildcards, input):
+def synthesis_args(wildcards):
     """Params function: the realfake.synthesize flags of a shard job (model, prompt, captions,
     LoRA, the dataset's synthesis setting, the variant's switches) as one shell-quoted string
     (realfake.commands.synthesis_argv)."""
@@ -315,7 +315,7 @@ def synthesis_args(wildcards, input):
             seed=settings("synthesis", wildcards)["seed"],
             lora=lora_input(wildcards) or None,
             captions=synthesis_captions(wildcards) or None,
-            image_embeddings=input_paths(input.embeddings),
+            image_embeddings=synthesis_embeddings(wildcards),
         )
     )
 
@@ -774,7 +774,12 @@ def lira_synthesis_captions(wildcards):
     return []
 
 
-def lira_finetune_args(wildcards, input):
+def lira_lora(wildcards):
+    """The LoRA of shadow model ``{model}`` (rule lira_finetune_lora)."""
+    return f"results/{wildcards.dataset}/lira/synthetic/model-{wildcards.model}/lora.safetensors"
+
+
+def lira_finetune_args(wildcards):
     """Params function: finetune_args of a shadow model's LoRA: the LiRA-overridden setting
     (MMD weight, kind, bandwidths), the generator's LoRA, the shadow's seed."""
     cfg = lira_settings("finetune", wildcards)
@@ -785,12 +790,12 @@ def lira_finetune_args(wildcards, input):
             model=model_set(wildcards)["sd"],
             seed=cfg["seed"] + lira_model(wildcards),
             captions=lira_finetune_captions(wildcards) or None,
-            image_embeddings=input_paths(input.embeddings),
+            image_embeddings=finetune_embeddings(generator_wildcards(wildcards)),
         )
     )
 
 
-def lira_synthesis_args(wildcards, input):
+def lira_synthesis_args(wildcards):
     """Params function: synthesis_args of a shadow model's shard job: the LiRA-overridden setting,
     the generator variant, the shadow's seed and LoRA."""
     generator = generator_wildcards(wildcards)
@@ -802,9 +807,9 @@ def lira_synthesis_args(wildcards, input):
             prompt=lira_synthesis_prompt(wildcards),
             shard_size=lira_shard_size(wildcards),
             seed=lira_settings("synthesis", wildcards)["seed"] + lira_model(wildcards),
-            lora=str(input.lora),
+            lora=lira_lora(wildcards),
             captions=lira_synthesis_captions(wildcards) or None,
-            image_embeddings=input_paths(input.embeddings),
+            image_embeddings=synthesis_embeddings(generator_wildcards(wildcards)),
         )
     )
 
