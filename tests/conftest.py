@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,28 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 torch.set_num_threads(1)
+
+
+def install_scontrol_shortcut() -> None:
+    """Every snakemake start imports the SLURM executor plugin, which runs `scontrol show config`
+    whenever SLURM's commands are installed; with no controller up (the SLURM test installs the
+    packages, then stops its cluster) that waits ~9 s for nothing, at each of the tests' dozens of
+    snakemake calls. A `scontrol` first on PATH asks `scontrol ping` (instant either way) and
+    answers "down" at once, else hands over to the real command (found on the original PATH)."""
+    shortcut = Path(tempfile.mkdtemp(prefix="realfake-scontrol-"))
+    script = shortcut / "scontrol"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"real=$(PATH='{os.environ['PATH']}' command -v scontrol) || exit 127\n"
+        '[ "$1" = ping ] || "$real" ping >/dev/null 2>&1 || exit 1\n'
+        'exec "$real" "$@"\n'
+    )
+    script.chmod(0o755)
+    atexit.register(shutil.rmtree, shortcut, True)
+    os.environ["PATH"] = f"{shortcut}{os.pathsep}{os.environ['PATH']}"
+
+
+install_scontrol_shortcut()
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
