@@ -305,14 +305,15 @@ def synthesis_args(wildcards):
     """Params function: the realfake.synthesize flags of a shard job (model, prompt, captions,
     LoRA, the dataset's synthesis setting, the variant's switches) as one shell-quoted string
     (realfake.commands.synthesis_argv)."""
+    cfg = settings("synthesis", wildcards)
     return shlex.join(
         synthesis_argv(
-            settings("synthesis", wildcards),
+            cfg,
             variant_cfg(wildcards),
             model=model_set(wildcards)["sd"],
             prompt=synthesis_prompt(wildcards),
             shard_size=dataset_cfg(wildcards)["shard_size"],
-            seed=settings("synthesis", wildcards)["seed"],
+            seed=cfg["seed"],
             lora=lora_input(wildcards) or None,
             captions=synthesis_captions(wildcards) or None,
             image_embeddings=synthesis_embeddings(wildcards),
@@ -783,14 +784,15 @@ def lira_finetune_args(wildcards):
     """Params function: finetune_args of a shadow model's LoRA: the LiRA-overridden setting
     (MMD weight, kind, bandwidths), the generator's LoRA, the shadow's seed."""
     cfg = lira_settings("finetune", wildcards)
+    generator = generator_wildcards(wildcards)
     return shlex.join(
         finetune_argv(
             cfg,
-            lora_spec(generator_wildcards(wildcards)),
+            lora_spec(generator),
             model=model_set(wildcards)["sd"],
             seed=cfg["seed"] + lira_model(wildcards),
             captions=lira_finetune_captions(wildcards) or None,
-            image_embeddings=finetune_embeddings(generator_wildcards(wildcards)),
+            image_embeddings=finetune_embeddings(generator),
         )
     )
 
@@ -798,18 +800,19 @@ def lira_finetune_args(wildcards):
 def lira_synthesis_args(wildcards):
     """Params function: synthesis_args of a shadow model's shard job: the LiRA-overridden setting,
     the generator variant, the shadow's seed and LoRA."""
+    cfg = lira_settings("synthesis", wildcards)
     generator = generator_wildcards(wildcards)
     return shlex.join(
         synthesis_argv(
-            lira_settings("synthesis", wildcards),
+            cfg,
             variant_cfg(generator),
             model=model_set(wildcards)["sd"],
             prompt=lira_synthesis_prompt(wildcards),
             shard_size=lira_shard_size(wildcards),
-            seed=lira_settings("synthesis", wildcards)["seed"] + lira_model(wildcards),
+            seed=cfg["seed"] + lira_model(wildcards),
             lora=lira_lora(wildcards),
             captions=lira_synthesis_captions(wildcards) or None,
-            image_embeddings=synthesis_embeddings(generator_wildcards(wildcards)),
+            image_embeddings=synthesis_embeddings(generator),
         )
     )
 
