@@ -101,3 +101,28 @@ def finetune_argv(
     if image_embeddings:
         argv += ["--image-embeddings", *image_embeddings]
     return argv
+
+
+#: The pretraining runs of the tiny zoo (rules/zoo.smk), in the order the DAG needs them.
+PRETRAIN_MODELS = ("clip", "vae", "unet", "captioner")
+
+
+def corpus_argv(corpus: Mapping) -> list[str]:
+    """``realfake.tinycorpus`` flags of the ``tiny.pretrain.corpus`` setting (besides --out)."""
+    return ["--num-images", str(corpus["num_images"]), "--image-size", str(corpus["image_size"]),
+            "--seed", str(corpus["seed"])]  # fmt: skip
+
+
+def pretrain_argv(pretrain: Mapping, model: str) -> list[str]:
+    """``realfake.pretrain <model>`` settings flags of the ``tiny.pretrain`` block (besides the model
+    and the corpus/clip/vae/out paths): the run's own keys, its fixed thread count, the image size."""
+    run = pretrain[model]
+    argv = ["--steps", str(run["steps"]), "--batch-size", str(run["batch_size"]),
+            "--lr", str(run["lr"]), "--warmup", str(run["warmup"]), "--seed", str(run["seed"]),
+            "--threads", str(run["threads"])]  # fmt: skip
+    argv += ["--image-size", str(pretrain["corpus"]["image_size"])]
+    if model == "vae":
+        argv += ["--warm-steps", str(run["warm_steps"])]
+    if model == "unet":
+        argv += ["--snr-gamma", str(run["snr_gamma"])]
+    return argv

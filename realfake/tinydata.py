@@ -71,6 +71,13 @@ def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if shape == "star":
         theta = np.arctan2(v, u)
         return r <= 0.45 + 0.6 * ((np.cos(5 * theta) + 1) / 2) ** 2
+    # shapes of the pretraining corpus only (realfake.tinycorpus), never of a tiny class
+    if shape == "diamond":
+        return np.abs(u) + np.abs(v) <= 1.0
+    if shape == "hexagon":
+        return np.all([u * math.cos(a) + v * math.sin(a) <= 0.85 for a in np.arange(6) * math.pi / 3], axis=0)
+    if shape == "bar":
+        return (np.abs(u) <= 1.0) & (np.abs(v) <= 0.4)
     raise ValueError(f"unknown shape {shape!r}")
 
 

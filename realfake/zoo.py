@@ -1,13 +1,17 @@
-"""Build the embedded tiny model zoo offline: random weights, real architectures, real formats.
+"""The tiny model zoo's architectures and formats; ``all`` writes a random-weight zoo, ``sscd`` the
+copy-detection stand-in.
 
 Every model is saved with its library's own ``save_pretrained`` (or timm's checkpoint format), so
 the loaders in :mod:`realfake.models` serve the tiny zoo and the real hub models (SD-1.5, BLIP-2,
 CLIP ViT-L/14, ResNet-50) through exactly the same code. Seeds are fixed: the zoo is reproducible.
+The DAG's tiny zoo is *pretrained* (:mod:`realfake.pretrain` builds its models from the
+constructors here); the random-weight zoo (``all``) serves the unit tests, which need the formats,
+not the skills.
 
-Layout of ``--out``::
+Layout of ``--out`` (``all``)::
 
     sd/          diffusers Stable Diffusion folder (UNet, VAE, CLIP text encoder, tokenizer, scheduler)
-    clip/        transformers CLIPVisionModelWithProjection + CLIPImageProcessor
+    clip/        transformers CLIPModel (its image tower: CLIPVisionModelWithProjection) + processor
     blip2/       transformers Blip2ForConditionalGeneration + Blip2Processor
     classifier/  timm checkpoint: config.json (architecture, model_args) + model.safetensors
     sscd/        TorchScript copy-detection descriptor (as SSCD ships its models): descriptor.torchscript.pt
@@ -24,25 +28,30 @@ import torch
 
 from realfake import provenance
 from realfake.io import atomic_path, set_offline
+from realfake.tinycorpus import vocabulary
 
-#: Words the tiny BLIP-2 tokenizer knows: enough for caption-like word sequences.
-CAPTION_WORDS = (
-    "a an the of with on in and photo picture image small large big bright dark red green blue "
-    "yellow purple orange white black gray striped dotted plain checkered circle square triangle "
-    "cross ring star shape object background center left right top bottom pattern texture"
-).split()
+#: Words the tiny BLIP-2 tokenizer knows: those of the pretraining corpus's captions.
+CAPTION_WORDS = tuple(vocabulary())
 
 
 @dataclass
 class TinySizes:
-    """Widths of the tiny zoo. ``hidden`` is shared by the SD text encoder, the UNet's
-    cross-attention and the CLIP image projection, as 768 is in the real stack."""
+    """Widths of the tiny zoo, chosen for what learns in CPU-minutes (realfake.pretrain).
+
+    ``hidden`` is shared by the SD text encoder (the tiny CLIP's text tower), the UNet's
+    cross-attention and the CLIP image projection, as 768 is in the real stack. The SD images are
+    ``image_size`` px with a x4 VAE (``len(vae_channels) - 1`` halvings): 8x8x4 latents at 32 px,
+    as SD-1.5 has 64x64x4 at 512 px. ``vae_groups``: GroupNorm groups of the VAE (4 channels each
+    at the first width, as SD's VAE has 4 channels per group).
+    """
 
     hidden: int = 32
     unet_channels: tuple[int, int] = (32, 64)
-    vae_channels: tuple[int, ...] = (16, 32, 32, 32)
-    image_size: int = 64
+    vae_channels: tuple[int, ...] = (16, 32, 32)
+    vae_groups: int = 4
+    image_size: int = 32
     clip_image_size: int = 32
+    clip_patch: int = 4
     layers: int = 2
     heads: int = 4
 
@@ -74,13 +83,11 @@ def clip_bpe_tokenizer():
     )
 
 
-def build_sd(out: Path, sizes: TinySizes) -> None:
-    """A tiny Stable Diffusion 1.5-shaped pipeline folder (PNDM scheduler config as in SD-1.5)."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+def tiny_unet(sizes: TinySizes):
+    """SD-1.5's UNet family at tiny widths (cross-attention at the first level and the middle)."""
+    from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         sample_size=sizes.image_size // 2 ** (len(sizes.vae_channels) - 1),
         in_channels=4,
         out_channels=4,
@@ -92,7 +99,13 @@ def build_sd(out: Path, sizes: TinySizes) -> None:
         attention_head_dim=8,
         norm_num_groups=16,
     )
-    vae = AutoencoderKL(
+
+
+def tiny_vae(sizes: TinySizes):
+    """SD's KL autoencoder (AutoencoderKL) at tiny widths, 4 latent channels."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * len(sizes.vae_channels),
@@ -100,24 +113,46 @@ def build_sd(out: Path, sizes: TinySizes) -> None:
         block_out_channels=sizes.vae_channels,
         layers_per_block=1,
         latent_channels=4,
-        norm_num_groups=16,
+        norm_num_groups=sizes.vae_groups,
         sample_size=sizes.image_size,
+        mid_block_add_attention=False,
     )
-    tokenizer = clip_bpe_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=sizes.hidden,
-            intermediate_size=2 * sizes.hidden,
-            num_hidden_layers=sizes.layers,
-            num_attention_heads=sizes.heads,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+
+
+def tiny_clip(sizes: TinySizes, tokenizer):
+    """A tiny CLIP (text and image towers with projections): the SD text encoder is its text
+    tower, as SD-1.5's is CLIP ViT-L/14's, and visual guidance is its projected image embedding."""
+    from transformers import CLIPConfig, CLIPModel
+
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=sizes.hidden,
+        intermediate_size=2 * sizes.hidden,
+        num_hidden_layers=sizes.layers,
+        num_attention_heads=sizes.heads,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        projection_dim=sizes.hidden,
     )
-    scheduler = PNDMScheduler(
+    vision = dict(
+        hidden_size=sizes.hidden,
+        intermediate_size=2 * sizes.hidden,
+        num_hidden_layers=sizes.layers,
+        num_attention_heads=sizes.heads,
+        image_size=sizes.clip_image_size,
+        patch_size=sizes.clip_patch,
+        projection_dim=sizes.hidden,
+    )
+    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=sizes.hidden))
+
+
+def sd_scheduler():
+    """SD-1.5's scheduler config (PNDM, scaled-linear betas 0.00085-0.012, 1000 steps)."""
+    from diffusers import PNDMScheduler
+
+    return PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
@@ -126,12 +161,18 @@ def build_sd(out: Path, sizes: TinySizes) -> None:
         skip_prk_steps=True,
         steps_offset=1,
     )
+
+
+def save_sd(out: Path, vae, text_encoder, tokenizer, unet) -> None:
+    """Write a Stable Diffusion pipeline folder (diffusers layout, safetensors)."""
+    from diffusers import StableDiffusionPipeline
+
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=scheduler,
+        scheduler=sd_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -139,27 +180,36 @@ def build_sd(out: Path, sizes: TinySizes) -> None:
     pipe.save_pretrained(out, safe_serialization=True)
 
 
-def build_clip_vision(out: Path, sizes: TinySizes) -> None:
-    """A tiny CLIP image tower with projection (``image_embeds`` of width ``sizes.hidden``)."""
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+def save_clip(out: Path, model, tokenizer, sizes: TinySizes) -> None:
+    """A CLIP folder as the hub's ``openai/clip-vit-large-patch14``: the whole CLIPModel, its image
+    processor and tokenizer (``CLIPVisionModelWithProjection.from_pretrained`` reads the image tower)."""
+    from transformers import CLIPImageProcessor
 
-    torch.manual_seed(1)
-    model = CLIPVisionModelWithProjection(
-        CLIPVisionConfig(
-            hidden_size=sizes.hidden,
-            intermediate_size=2 * sizes.hidden,
-            num_hidden_layers=sizes.layers,
-            num_attention_heads=sizes.heads,
-            image_size=sizes.clip_image_size,
-            patch_size=8,
-            projection_dim=sizes.hidden,
-        )
-    )
     model.save_pretrained(out, safe_serialization=True)
     size = sizes.clip_image_size
-    CLIPImageProcessor(
-        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
-    ).save_pretrained(out)
+    processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    processor.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def build_sd(out: Path, sizes: TinySizes) -> None:
+    """A random-weight tiny Stable Diffusion folder (text encoder: a random tiny CLIP's text tower)."""
+    from transformers import CLIPTextModel
+
+    tokenizer = clip_bpe_tokenizer()
+    torch.manual_seed(0)
+    unet, vae = tiny_unet(sizes), tiny_vae(sizes)
+    clip = tiny_clip(sizes, tokenizer)
+    text_encoder = CLIPTextModel(clip.config.text_config)
+    text_encoder.load_state_dict(clip.text_model.state_dict())
+    save_sd(out, vae, text_encoder, tokenizer, unet)
+
+
+def build_clip_vision(out: Path, sizes: TinySizes) -> None:
+    """A random-weight tiny CLIP folder (``image_embeds`` of width ``sizes.hidden``)."""
+    tokenizer = clip_bpe_tokenizer()
+    torch.manual_seed(1)
+    save_clip(out, tiny_clip(sizes, tokenizer), tokenizer, sizes)
 
 
 def caption_tokenizer():
@@ -181,8 +231,8 @@ def caption_tokenizer():
     )
 
 
-def build_blip2(out: Path, sizes: TinySizes) -> None:
-    """A tiny BLIP-2 (ViT + Q-Former + OPT) with its processor."""
+def tiny_blip2(sizes: TinySizes):
+    """(model, processor) of a tiny BLIP-2 (ViT + Q-Former + OPT) over :data:`CAPTION_WORDS`."""
     from transformers import (
         Blip2Config,
         Blip2ForConditionalGeneration,
@@ -193,7 +243,6 @@ def build_blip2(out: Path, sizes: TinySizes) -> None:
 
     tokenizer = caption_tokenizer()
     num_query_tokens = 4
-    torch.manual_seed(2)
     config = Blip2Config(
         vision_config=dict(
             hidden_size=sizes.hidden,
@@ -201,7 +250,7 @@ def build_blip2(out: Path, sizes: TinySizes) -> None:
             num_hidden_layers=sizes.layers,
             num_attention_heads=sizes.heads,
             image_size=sizes.clip_image_size,
-            patch_size=8,
+            patch_size=sizes.clip_patch,
         ),
         qformer_config=dict(
             hidden_size=sizes.hidden,
@@ -225,14 +274,20 @@ def build_blip2(out: Path, sizes: TinySizes) -> None:
         num_query_tokens=num_query_tokens,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
     )
-    model = Blip2ForConditionalGeneration(config)
-    model.save_pretrained(out, safe_serialization=True)
     size = sizes.clip_image_size
     processor = Blip2Processor(
         image_processor=BlipImageProcessor(size={"height": size, "width": size}),
         tokenizer=tokenizer,
         num_query_tokens=num_query_tokens,
     )
+    return Blip2ForConditionalGeneration(config), processor
+
+
+def build_blip2(out: Path, sizes: TinySizes) -> None:
+    """A random-weight tiny BLIP-2 folder (model + processor)."""
+    torch.manual_seed(2)
+    model, processor = tiny_blip2(sizes)
+    model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
 
 
@@ -302,13 +357,16 @@ def build_zoo(out: Path, sizes: TinySizes, num_classes: int) -> None:
 @provenance.stage()
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="zoo directory to create")
+    parser.add_argument("part", choices=("all", "sscd"), help="the random zoo, or the SSCD stand-in only")
+    parser.add_argument("--out", required=True, type=Path, help="zoo (or sscd) directory to create")
     parser.add_argument("--num-classes", type=int, default=10, help="classifier head size")
-    parser.add_argument("--hidden", type=int, default=TinySizes.hidden, help="text/CLIP width")
-    parser.add_argument("--image-size", type=int, default=TinySizes.image_size, help="SD pixel size")
     args = parser.parse_args(argv)
     set_offline()
-    build_zoo(args.out, TinySizes(hidden=args.hidden, image_size=args.image_size), args.num_classes)
+    if args.part == "sscd":
+        with atomic_path(args.out, is_dir=True) as tmp:
+            build_sscd(tmp)
+    else:
+        build_zoo(args.out, TinySizes(), args.num_classes)
 
 
 if __name__ == "__main__":

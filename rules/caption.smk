@@ -1,7 +1,7 @@
 rule caption_shard:
     input:
         index="results/{dataset}/index.parquet",
-        zoo=tiny_zoo_input,
+        zoo=tiny_model_input("blip2"),
     output:
         "results/{dataset}/captions/shard-{shard}.parquet",
     log:

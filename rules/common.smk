@@ -16,7 +16,7 @@ from realfake.config import validate
 # params: code=code_hash("<module>") in every rule: the hash of the realfake files that stage
 # imports (realfake.provenance.module_closure), so editing a module re-runs exactly its dependents.
 from realfake.provenance import code_hash
-from realfake.commands import finetune_argv, synthesis_argv
+from realfake.commands import corpus_argv, finetune_argv, pretrain_argv, synthesis_argv
 from realfake.resources import memory_mb, runtime_minutes, stage_cost
 from realfake.shards import num_shards
 from realfake.targets import (
@@ -144,16 +144,22 @@ def model_ref(kind):
     return fixed_signature(ref)
 
 
-def tiny_zoo_input(wildcards):
-    """The tiny zoo directory when the dataset's models live in it (else no file input)."""
-    return tiny_zoo_of(dataset_cfg(wildcards)["models"])
+def tiny_model_input(kind):
+    """Input function: the folder of model ``kind`` (sd, clip, blip2) when the dataset's model set
+    takes it from the tiny zoo (built by rules/zoo.smk), else no file input (a hub id or a local
+    folder is checked at run time). Per kind, so captioning waits for the captioner only.
+    """
+
+    def model_input(wildcards):
+        return tiny_model_of(dataset_cfg(wildcards)["models"], kind)
+
+    return fixed_signature(model_input)
 
 
 @functools.lru_cache(maxsize=None)
-def tiny_zoo_of(models):
-    zoo = Path(config["tiny"]["zoo"])
-    refs = [config["models"][models][k] for k in ("sd", "blip2", "clip")]
-    return [str(zoo)] if any(Path(r).is_relative_to(zoo) for r in refs) else []
+def tiny_model_of(models, kind):
+    ref = config["models"][models][kind]
+    return [ref] if Path(ref).is_relative_to(config["tiny"]["zoo"]) else []
 
 
 def dataset_root_input(wildcards):
@@ -297,7 +303,7 @@ def synthesis_inputs(wildcards):
         "captions": synthesis_captions(wildcards),
         "embeddings": synthesis_embeddings(wildcards),
         "lora": lora_input(wildcards),
-        "zoo": tiny_zoo_input(wildcards),
+        "zoo": tiny_model_of(dataset_cfg(wildcards)["models"], "sd"),
     }
 
 
@@ -460,7 +466,9 @@ def stage_resolution(stage, wildcards):
 
 
 def job_cost(stage, wildcards):
-    return stage_cost(stage, tiny=bool(tiny_zoo_input(wildcards)))
+    return stage_cost(
+        stage, tiny=bool(tiny_model_of(dataset_cfg(wildcards)["models"], "sd"))
+    )
 
 
 def mem_estimate(stage):
@@ -514,10 +522,11 @@ def sscd_model(wildcards):
 
 
 def sscd_model_input(wildcards):
-    """Input function: the tiny zoo when the descriptor lives in it; a real SSCD file is checked
-    at run time (like the hub models), so a dry run plans without it."""
-    zoo = Path(config["tiny"]["zoo"])
-    return [str(zoo)] if Path(sscd_model(wildcards)).is_relative_to(zoo) else []
+    """Input function: the tiny zoo's descriptor folder when the descriptor lives in it; a real
+    SSCD file is checked at run time (like the hub models), so a dry run plans without it.
+    """
+    model = Path(sscd_model(wildcards))
+    return [str(model.parent)] if model.is_relative_to(config["tiny"]["zoo"]) else []
 
 
 def sscd_square_flag(wildcards):

@@ -1,7 +1,7 @@
 rule embed_shard:
     input:
         index="results/{dataset}/index.parquet",
-        zoo=tiny_zoo_input,
+        zoo=tiny_model_input("clip"),
     output:
         "results/{dataset}/embeddings/shard-{shard}.safetensors",
     log:

@@ -1,7 +1,7 @@
 rule embed_synthetic_shard:
     input:
         shard="results/{dataset}/synth/{variant}/pass-0/shard-{shard}.tar",
-        zoo=tiny_zoo_input,
+        zoo=tiny_model_input("clip"),
     output:
         "results/{dataset}/synth-embeddings/{variant}/pass-0/shard-{shard}.safetensors",
     log:
@@ -68,6 +68,59 @@ rule figure_scaling:
         " --png {output.png} --svg {output.svg} --out {output.summary} > {log} 2>&1"
 
 
+# Samples figure (realfake.figures samples). figures.samples is checked here, at DAG start; the
+# input/params functions are lambdas over realfake.figures.samples_plan (snakemake --lint wants
+# no function definitions in a rule file, and common.smk is for functions several rules share).
+from realfake.figures import samples_plan, samples_settings
+
+SAMPLES = samples_settings(config)
+samples_of = lambda wildcards: samples_plan(
+    config, wildcards.dataset, wildcards.get("variant", "realfake")
+)
+
+
+rule figure_samples:
+    input:
+        unpack(fixed_signature(lambda wildcards: samples_of(wildcards)["inputs"])),
+        index="results/{dataset}/index.parquet",
+    output:
+        png=report("results/figures/samples_{dataset}.png", category="Figures"),
+        summary="results/figures/samples_{dataset}.json",
+    log:
+        "results/logs/figure_samples/{dataset}.log",
+    conda:
+        CONDA_ENV
+    params:
+        code=code_hash("figures"),
+        shards=fixed_signature(lambda wildcards: samples_of(wildcards)["shards"]),
+        shard_size=dataset_value("shard_size"),
+        ours_label=fixed_signature(
+            lambda wildcards: samples_of(wildcards)["ours_label"]
+        ),
+        baseline=SAMPLES["baseline"],
+        per_class=SAMPLES["per_class"],
+        max_classes=SAMPLES["max_classes"],
+        cell_size=SAMPLES["cell_size"],
+    shell:
+        "python -m realfake.figures samples --index {input.index} --shards {params.shards}"
+        " --shard-size {params.shard_size} --ours {input.ours} --baseline {input.baseline}"
+        " --ours-label {params.ours_label:q} --baseline-label 'vanilla SD ({params.baseline})'"
+        " --per-class {params.per_class} --max-classes {params.max_classes}"
+        " --cell-size {params.cell_size} --png {output.png} --out {output.summary} > {log} 2>&1"
+
+
+# The same figure for any variant: real | <variant> | baseline.
+use rule figure_samples as figure_samples_variant with:
+    output:
+        png=report(
+            "results/figures/samples_{dataset}_{variant}.png", category="Figures"
+        ),
+        summary="results/figures/samples_{dataset}_{variant}.json",
+    log:
+        "results/logs/figure_samples/{dataset}_{variant}.log",
+
+
 rule figures:
     input:
         all_figures(),
+        expand("results/figures/samples_{dataset}.png", dataset=SAMPLES["datasets"]),

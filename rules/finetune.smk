@@ -4,7 +4,7 @@ rule finetune_lora:
         captions=finetune_captions,
         class_means="results/{dataset}/class_means.pt",
         embeddings=finetune_embeddings,
-        zoo=tiny_zoo_input,
+        zoo=tiny_model_input("sd"),
     output:
         "results/{dataset}/lora/{lora}/lora.safetensors",
     log:

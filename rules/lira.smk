@@ -78,7 +78,7 @@ rule lira_finetune_lora:
         captions=lira_finetune_captions,
         class_means="results/{dataset}/lira/model-{model}/class_means.pt",
         embeddings=with_generator(finetune_embeddings),
-        zoo=tiny_zoo_input,
+        zoo=tiny_model_input("sd"),
     output:
         "results/{dataset}/lira/synthetic/model-{model}/lora.safetensors",
     log:
@@ -109,7 +109,7 @@ rule lira_synthesize_shard:
         class_means="results/{dataset}/lira/model-{model}/class_means.pt",
         embeddings=with_generator(synthesis_embeddings),
         lora="results/{dataset}/lira/synthetic/model-{model}/lora.safetensors",
-        zoo=tiny_zoo_input,
+        zoo=tiny_model_input("sd"),
     output:
         "results/{dataset}/lira/synthetic/model-{model}/synth/shard-{shard}.tar",
     log:

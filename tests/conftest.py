@@ -102,13 +102,44 @@ def copy_workflow(dst: Path) -> Path:
     return dst
 
 
+#: What the DAG builds before any tiny target: the pretraining corpus and the pretrained zoo (rules/zoo.smk)
+PRETRAINED = ("results/zoo", "results/data/tiny-corpus", ".snakemake/metadata")
+
+
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> TinyRun:
+def pretrained_world(tmp_path_factory) -> Path:
+    """A work directory holding the tiny zoo pretrained by the DAG (rules/zoo.smk) from this
+    checkout's config: built once per session (minutes), then seeded into every end-to-end run's
+    work directory (:func:`seed_pretrained`) instead of being pretrained again per test."""
+    root = tmp_path_factory.mktemp("pretrained")
+    run = TinyRun(copy_workflow(root / "src"), root / "work")
+    zoo = "results/zoo/tiny"
+    done = run.snakemake(*(f"{zoo}/{part}" for part in ("sd", "clip", "sscd")))
+    assert done.returncode == 0, done.stderr[-5000:]
+    return run.work
+
+
+def seed_pretrained(world: Path, work: Path) -> None:
+    """Copy the pretrained zoo, its corpus and Snakemake's records of them into ``work`` (times
+    kept), so a DAG there finds them up to date and builds only what follows them."""
+    for rel in PRETRAINED:
+        shutil.copytree(world / rel, work / rel, dirs_exist_ok=True, symlinks=True)
+
+
+@pytest.fixture(scope="session")
+def seed_world(pretrained_world):
+    """``seed(work)``: put the session's pretrained zoo into the work directory ``work``."""
+    return lambda work: seed_pretrained(pretrained_world, Path(work))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, pretrained_world) -> TinyRun:
     """The tiny default DAG (target ``tiny``), built once per session and shared by the end-to-end
     tests (pipeline, provenance, SLURM comparison): each full tiny run costs minutes of CI.
     Tests that change it (a flipped byte, an edited module) restore it before they return."""
     root = tmp_path_factory.mktemp("tiny_run")
     run = TinyRun(copy_workflow(root / "src"), root / "work")
+    seed_pretrained(pretrained_world, run.work)
     done = run.snakemake("tiny")
     assert done.returncode == 0, done.stderr[-5000:]
     return run

@@ -55,13 +55,15 @@ def small_config() -> dict:
     config["figures"] = {
         "fig1": {**config["figures"]["fig1"], "datasets": ["tiny"]},
         "fig2": {"tiny": {"scales": [1, 2]}},
+        "samples": {**config["figures"]["samples"], "datasets": ["tiny"]},
     }
     return config
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def results(tmp_path_factory, seed_world):
     workdir = tmp_path_factory.mktemp("matrix")
+    seed_world(workdir)  # the pretrained tiny zoo of the session (tests/conftest.py)
     configfile = workdir / "config.yaml"
     configfile.write_text(yaml.safe_dump(small_config(), sort_keys=False))
     cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile", str(configfile)]

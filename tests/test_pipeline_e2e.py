@@ -22,13 +22,11 @@ def finished_run(tiny_run):
     return tiny_run.results
 
 
-def test_index_and_captions_load_with_pandas(finished_run):
+def test_index_loads_with_pandas(finished_run):
     import pandas as pd
 
     index = pd.read_parquet(finished_run / "tiny" / "index.parquet")
     assert (index["split"] == "train").sum() == 300 and (index["split"] == "test").sum() == 100
-    captions = pd.read_parquet(finished_run / "tiny" / "captions.parquet")
-    assert set(captions["image_id"]) == set(index.loc[index["split"] == "train", "image_id"])
 
 
 def test_class_means_load_weights_only(finished_run):
@@ -59,7 +57,7 @@ def test_synthetic_shards_read_with_webdataset(finished_run):
     assert len(samples) == 300
     first = samples[0]
     meta = first["json"]
-    assert first["jpg"].size == (64, 64) and int(first["cls"]) == meta["label"]
+    assert first["jpg"].size == (32, 32) and int(first["cls"]) == meta["label"]
     assert meta["pass"] == 0 and meta["prompt"].startswith("photo of ")
 
 
@@ -81,6 +79,63 @@ def test_metrics_json(finished_run):
     metrics = json.loads((finished_run / "tiny_x1" / "metrics.json").read_text())
     assert metrics["num_test"] == 100 and metrics["num_classes"] == 10
     assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
+
+
+#: Science regression floor of the tiny default: synthetic-only top-1 on the real test split, well
+#: above chance (10 classes: 10 %). Measured 38 % on 2026-12-02 (README "The tiny world"): the
+#: floor catches a method that no longer teaches (noise images: 9 %), not a percent of drift.
+TINY_X1_TOP1_FLOOR = 0.25
+
+
+def test_synthetic_data_teach_the_classifier(finished_run):
+    """The science of the tiny default: a classifier trained on our synthetic images alone scores
+    far above chance on the real test images (the pretrained zoo made them carry their class)."""
+    metrics = json.loads((finished_run / "tiny_x1" / "metrics.json").read_text())
+    real = json.loads((finished_run / "tiny_real" / "metrics.json").read_text())
+    assert metrics["top1"] >= TINY_X1_TOP1_FLOOR, metrics["top1"]
+    assert real["top1"] >= 0.8, real["top1"]
+
+
+def held_out_denoising_loss(finished_run, lora_scale: float) -> float:
+    """Mean epsilon-MSE of the pretrained tiny SD (with the tiny default's LoRA at ``lora_scale``)
+    on the *test* images, which fine-tuning never saw: same latents, noise and timesteps at every
+    scale, prompts and class-mean guidance as in fine-tuning."""
+    import pandas as pd
+    import torch
+    from diffusers import DDPMScheduler
+
+    from realfake.conditioning import encode_condition, format_prompt
+    from realfake.finetune import load_image
+    from realfake.models import load_sd_pipeline
+
+    pipe = load_sd_pipeline(str(finished_run / "zoo" / "tiny" / "sd"))
+    lora = finished_run / "tiny" / "lora" / "vg-mmd" / "lora.safetensors"
+    pipe.load_lora_weights(str(lora.parent), weight_name=lora.name)
+    index = pd.read_parquet(finished_run / "tiny" / "index.parquet")
+    test = index[index["split"] == "test"]
+    means = torch.load(finished_run / "tiny" / "class_means.pt", weights_only=True)["means"]
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        pixels = torch.stack([load_image(p, 32) for p in test["path"]])
+        latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+        prompts = [format_prompt("photo of {class_name}, {caption}", n) for n in test["class_name"]]
+        cond = encode_condition(pipe.tokenizer, pipe.text_encoder, prompts, means[test["label"].tolist()])
+        losses = []
+        for _ in range(4):
+            noise = torch.randn(latents.shape, generator=generator)
+            t = torch.randint(0, 1000, (len(latents),), generator=generator)
+            noisy = scheduler.add_noise(latents, noise, t)
+            scale = {"scale": lora_scale}
+            pred = pipe.unet(noisy, t, encoder_hidden_states=cond, cross_attention_kwargs=scale).sample
+            losses.append(torch.nn.functional.mse_loss(pred, noise).item())
+    return sum(losses) / len(losses)
+
+
+def test_finetuned_lora_lowers_the_held_out_denoising_loss(finished_run):
+    """Fine-tuning adapts the generator to the target distribution, not to its training images
+    only: on the held-out test images its LoRA lowers the denoising loss of the pretrained UNet."""
+    assert held_out_denoising_loss(finished_run, 1.0) < held_out_denoising_loss(finished_run, 0.0)
 
 
 def test_sscd_copy_detection_report(finished_run):

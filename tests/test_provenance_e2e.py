@@ -71,11 +71,13 @@ def test_every_artifact_has_a_record(provenance_run):
     _, work = provenance_run
     shard, lora = shard_and_lora(work)
     artifacts = [
-        "results/zoo/tiny",
+        "results/data/tiny-corpus",
+        "results/zoo/tiny/clip",
+        "results/zoo/tiny/vae",
+        "results/zoo/tiny/sd",
+        "results/zoo/tiny/sscd",
         "results/data/tiny",
         "results/tiny/index.parquet",
-        "results/tiny/captions.parquet",
-        "results/tiny/captions/shard-00000.parquet",
         "results/tiny/embeddings/shard-00002.safetensors",
         "results/tiny/class_means.pt",
         lora,
@@ -99,12 +101,17 @@ def test_lineage_of_metrics_reaches_the_index_and_the_models(provenance_run):
         "results/data/tiny",
         "results/zoo/tiny/sd",
         "results/zoo/tiny/clip",
-        "results/zoo/tiny/blip2",
+        "results/zoo/tiny/vae",
+        "results/data/tiny-corpus",
     } <= set(nodes)
     rules = [n["rule"] for n in nodes.values()]
-    assert len(rules) == 16 + 3  # 17 jobs; the zoo job's output is three nodes: the model directories
-    assert rules.count("synthesize_shard") == 3 and rules.count("caption_shard") == 3
-    assert rules.count("build_tiny_zoo") == 3 and nodes[METRICS]["rule"] == "evaluate_classifier"
+    # one node per job: data, corpus, 3 pretraining runs, 11 pipeline jobs (the tiny default has
+    # no captions: config.yaml datasets.tiny.use_caption)
+    assert len(rules) == 16
+    assert rules.count("synthesize_shard") == 3 and rules.count("embed_shard") == 3
+    pretraining = ("make_tiny_corpus", "pretrain_tiny_clip", "pretrain_tiny_vae", "pretrain_tiny_unet")
+    assert all(rules.count(rule) == 1 for rule in pretraining)
+    assert nodes[METRICS]["rule"] == "evaluate_classifier"
     # modules that LiRA's shadow rules run too are told apart by their output paths
     assert rules.count("train_classifier") == 1 and rules.count("finetune_lora") == 1
     shard_node = nodes[shard]
@@ -114,7 +121,7 @@ def test_lineage_of_metrics_reaches_the_index_and_the_models(provenance_run):
         "results/tiny/index.parquet",
         "results/zoo/tiny/sd",
     }
-    assert nodes["results/zoo/tiny/sd"]["stage"] == "zoo"
+    assert nodes["results/zoo/tiny/sd"]["stage"] == "pretrain unet"
     text = provenance(src, work, METRICS).stdout
     assert text.startswith(f"{METRICS}  sha256:") and "(rule evaluate_classifier)" in text
 
@@ -150,13 +157,14 @@ def test_ro_crate_of_the_tiny_default(provenance_run, tmp_path):
     }
     jobs = [e for e in graph.values() if e["@id"].startswith("#job-") and e["@type"] == "CreateAction"]
     steps = {e["name"] for e in graph.values() if e["@type"] == "HowToStep"}
-    assert len(jobs) == 17  # the DAG's 18 jobs but the target rule
+    assert len(jobs) == 16  # the lineage's 16 jobs (the SSCD stand-in is not on it)
     assert steps == {
-        "build_tiny_zoo",
+        "make_tiny_corpus",
+        "pretrain_tiny_clip",
+        "pretrain_tiny_vae",
+        "pretrain_tiny_unet",
         "make_tiny_dataset",
         "index_dataset",
-        "caption_shard",
-        "merge_captions",
         "embed_shard",
         "class_means",
         "finetune_lora",

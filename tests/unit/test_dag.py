@@ -109,3 +109,21 @@ def test_unknown_target_is_an_error_listing_the_valid_choices():
     run = subprocess.run([*cmd, "results/in10_x3_lp/metrics.json"], capture_output=True, text=True)
     assert run.returncode != 0
     assert "experiment 'in10_x3_lp': unknown scale '3'; valid scales: 1, 2, 5, 10" in run.stdout + run.stderr
+
+
+def test_samples_figure_plans_pass_0_shards_of_ours_and_the_baseline(tmp_path):
+    """docs/stages.md "Samples figure": every tiny shard (3 <= max_shards) of realfake and base."""
+    target = "results/figures/samples_tiny.png"
+    cmd = [str(SNAKEMAKE), target, "-n", "--cores", "1", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path)]
+    out = subprocess.run(
+        [*cmd, "--configfile", str(REPO / "config.yaml")], capture_output=True, text=True, check=True
+    ).stdout
+    inputs = re.search(r"^rule figure_samples:\n\s+input: (.*)$", out, re.M)[1].split(", ")
+    shards = [
+        f"results/tiny/synth/{v}/pass-0/shard-{s:05d}.tar" for v in ("realfake", "base") for s in range(3)
+    ]
+    assert sorted(inputs) == sorted([*shards, "results/tiny/index.parquet"])
+    variant = job_counts(
+        "results/figures/samples_tiny_lp.png", "-d", str(tmp_path), "--configfile", str(REPO / "config.yaml")
+    )
+    assert variant["synthesize_shard"] == 6 and variant["figure_samples_variant"] == 1  # lp + base

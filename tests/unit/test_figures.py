@@ -1,16 +1,20 @@
 """realfake.figures: shard spreading, the PCA projection and Fig. 2's data on hand-computed values;
-both figure commands in-process."""
+the samples figure's choices and layout; every figure command in-process."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from realfake import figures
 from realfake.embed import save_shard
+from realfake.shards import shard_rows
+from realfake.synthesize import encode_jpeg, make_sample, sample_key, write_shard
 
 
 @pytest.mark.parametrize(
@@ -96,3 +100,153 @@ def test_scaling_and_pca_commands_write_png_svg_and_summary(tmp_path):
     assert summary["ours"]["distance_to_real"] < summary["baseline"]["distance_to_real"]
     assert fig1["png"].read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "fig1.png.prov.json").is_file()
+
+
+# --- samples figure ---------------------------------------------------------------------------
+
+
+def label_rows(counts: dict[int, int]) -> pd.DataFrame:
+    """Label-sorted source rows (as shard_sources gives them), ``counts[label]`` per label."""
+    rows = [
+        {"image_id": f"train/c{label}/{i}", "label": label, "class_name": f"class {label}", "shard": 0}
+        for label, count in counts.items()
+        for i in range(count)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_choose_sources_spreads_classes_and_takes_per_class_in_index_order():
+    rows = label_rows({**{label: 5 for label in range(9)}, 9: 1})
+    chosen = figures.choose_sources(rows, per_class=2, max_classes=3)
+    # label 9 has one row, fewer than per_class: the candidates are 0..8, spread 0, 4, 8
+    assert chosen["image_id"].tolist() == [f"train/c{c}/{i}" for c in (0, 4, 8) for i in (0, 1)]
+    assert figures.choose_sources(rows, per_class=2, max_classes=20)["label"].nunique() == 9
+    # no label has 10 rows: then every label is a candidate, each with what it has
+    chosen = figures.choose_sources(rows, per_class=10, max_classes=2)
+    assert chosen.groupby("label").size().to_dict() == {0: 5, 9: 1}
+    with pytest.raises(ValueError, match="per_class >= 1"):
+        figures.choose_sources(rows, per_class=0, max_classes=2)
+
+
+def test_wrap_text_breaks_at_spaces_and_ellipsises_past_max_lines():
+    def fits(line):
+        return len(line) <= 10
+
+    assert figures.wrap_text("vanilla SD (base)", fits, 2) == ["vanilla SD", "(base)"]
+    assert figures.wrap_text("vanilla SD (base)", fits, 1) == ["vanilla..."]
+    assert figures.wrap_text("supercalifragilistic", fits, 2) == ["supercalifragilistic"]
+
+
+def test_samples_settings_fill_defaults_and_name_unknown_entries():
+    config = {"datasets": {"tiny": {}}, "variants": {"realfake": {}, "base": {}}}
+    assert figures.samples_settings(config) == figures.SAMPLES_DEFAULTS
+    config["figures"] = {"samples": {"datasets": ["tiny"], "per_class": 2}}
+    assert figures.samples_settings(config)["per_class"] == 2
+    config["figures"]["samples"]["datasets"] = ["tiny", "tinny"]
+    with pytest.raises(ValueError, match=r"figures.samples.datasets: 'tinny' is not defined \(known: tiny\)"):
+        figures.samples_settings(config)
+    config["figures"]["samples"] = {"baseline": "vanilla"}
+    with pytest.raises(ValueError, match=r"figures.samples.baseline: 'vanilla' is not defined"):
+        figures.samples_settings(config)
+
+
+def test_samples_plan_spreads_shards_like_fig1():
+    config = {
+        "datasets": {"in1k": {"train_size": 1281167, "shard_size": 20000}},
+        "variants": {"realfake": {}, "base": {}, "lp": {}},
+        "figures": {"samples": {"max_shards": 4}},
+    }
+    plan = figures.samples_plan(config, "in1k", "realfake")
+    assert plan["shards"] == figures.spread_shards(65, 4) == [0, 21, 43, 64]
+    assert plan["inputs"]["ours"][1] == "results/in1k/synth/realfake/pass-0/shard-00021.tar"
+    assert plan["inputs"]["baseline"][3] == "results/in1k/synth/base/pass-0/shard-00064.tar"
+    assert plan["ours_label"] == "ours (realfake)"
+    assert figures.samples_plan(config, "in1k", "lp")["ours_label"] == "lp"
+    with pytest.raises(ValueError, match="unknown variant 'nope'; valid variants: realfake, base, lp"):
+        figures.samples_plan(config, "in1k", "nope")
+
+
+#: solid colours of the fake synthetic images: ours by label, the baseline grey
+OURS_COLOURS = [(255, 0, 0), (0, 160, 0), (0, 0, 255), (255, 200, 0)]
+BASELINE_COLOUR = (128, 128, 128)
+
+
+def fake_synthetic_shard(path, rows: pd.DataFrame, colour, skip: str | None = None) -> None:
+    """A pass-0 synthetic shard with one solid-colour 32 px image per source row (but ``skip``)."""
+    samples = []
+    for row in rows.to_dict("records"):
+        if row["image_id"] == skip:
+            continue
+        fill = colour(row["label"]) if callable(colour) else colour
+        jpeg = encode_jpeg(Image.new("RGB", (32, 32), fill), 95)
+        plan = {**row, "seed": 0, "prompt": "p", "key": sample_key(row["image_id"], 0)}
+        samples.append(make_sample(plan, jpeg, 0, "n"))
+    write_shard(samples, path)
+
+
+@pytest.fixture()
+def samples_inputs(tmp_path, tiny_index):
+    """index.parquet of the tiny dataset (4 classes x 6 train images) cut into 2 shards of 12, with
+    their ours and baseline shards: {"index", "ours": [2 paths], "baseline": [2 paths]}."""
+    index = tmp_path / "index.parquet"
+    tiny_index.to_parquet(index)
+    paths = {"index": index, "ours": [], "baseline": []}
+    for shard in (0, 1):
+        rows = shard_rows(tiny_index, "train", shard, 12)
+        for name, colour in (("ours", OURS_COLOURS.__getitem__), ("baseline", BASELINE_COLOUR)):
+            paths[name].append(tmp_path / f"{name}-{shard:05d}.tar")
+            fake_synthetic_shard(paths[name][-1], rows, colour)
+    return paths
+
+
+def samples_argv(paths, out, per_class=2, max_classes=3) -> list[str]:
+    return (
+        ["samples", "--index", str(paths["index"]), "--shards", "0", "1", "--shard-size", "12"]
+        + ["--ours", *map(str, paths["ours"]), "--baseline", *map(str, paths["baseline"])]
+        + ["--per-class", str(per_class), "--max-classes", str(max_classes), "--cell-size", "64"]
+        + ["--png", str(out / "samples.png"), "--out", str(out / "samples.json")]
+    )
+
+
+def test_samples_command_draws_real_ours_baseline_per_class(tmp_path, samples_inputs, tiny_index):
+    figures.main(samples_argv(samples_inputs, tmp_path))
+    summary = json.loads((tmp_path / "samples.json").read_text())
+    train = tiny_index[tiny_index["split"] == "train"]
+    # labels 0..3 (shards 0: 0, 1; 1: 2, 3), 3 of them spread: 0, round(1.5) = 2, 3
+    assert [c["label"] for c in summary["classes"]] == [0, 2, 3]
+    for entry in summary["classes"]:
+        rows = train[train["label"] == entry["label"]].head(2)
+        assert [i["image_id"] for i in entry["images"]] == rows["image_id"].tolist()
+        assert [i["shard"] for i in entry["images"]] == [entry["label"] // 2] * 2
+        assert [i["ours"] for i in entry["images"]] == [sample_key(i, 0) for i in rows["image_id"]]
+        assert entry["class_name"] == rows["class_name"].iloc[0]
+    assert summary["columns"] == ["real", "ours (realfake)", "vanilla SD (base)"]
+
+    with Image.open(tmp_path / "samples.png") as png:
+        image = png.convert("RGB")
+    # label column 168 + 2 groups of 3 x 64 px cells (4 px apart) 16 px apart + 4 px margin, and a
+    # 44 px header (2 lines of 18 + 2 x 4) over 3 rows of 64 + 4
+    assert image.size == (168 + 2 * (3 * 64 + 2 * 4) + 16 + 4, 44 + 3 * (64 + 4))
+    grid = figures.SampleGrid(rows=3, groups=2, cell=64)
+    assert grid.size == image.size
+
+    def centre(row, group, column):
+        x, y = grid.origin(row, group, column)
+        return np.array(image.getpixel((x + 32, y + 32)))
+
+    # row 1 is label 2: its ours images are blue, the baseline's grey (JPEG: near, not exact)
+    for group in (0, 1):
+        assert np.abs(centre(1, group, 1) - OURS_COLOURS[2]).max() < 12
+        assert np.abs(centre(1, group, 2) - BASELINE_COLOUR).max() < 12
+    assert (tmp_path / "samples.png.prov.json").is_file()
+
+
+def test_samples_command_names_a_source_without_a_synthetic_image(tmp_path, samples_inputs, tiny_index):
+    rows = shard_rows(tiny_index, "train", 1, 12)
+    missing = rows["image_id"].iloc[0]  # the first of label 2: shown
+    fake_synthetic_shard(samples_inputs["baseline"][1], rows, BASELINE_COLOUR, skip=missing)
+    with pytest.raises(ValueError) as err:
+        figures.main(samples_argv(samples_inputs, tmp_path))
+    assert str(samples_inputs["baseline"][1]) in str(err.value)
+    assert f"image_id {missing!r} (shard 00001" in str(err.value)
+    assert not (tmp_path / "samples.png").exists()
