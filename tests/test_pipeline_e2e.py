@@ -122,7 +122,7 @@ def held_out_denoising_loss(finished_run, lora_scale: float) -> float:
         prompts = [format_prompt("photo of {class_name}, {caption}", n) for n in test["class_name"]]
         cond = encode_condition(pipe.tokenizer, pipe.text_encoder, prompts, means[test["label"].tolist()])
         losses = []
-        for _ in range(4):
+        for _ in range(16):
             noise = torch.randn(latents.shape, generator=generator)
             t = torch.randint(0, 1000, (len(latents),), generator=generator)
             noisy = scheduler.add_noise(latents, noise, t)
