@@ -117,7 +117,8 @@ def held_out_denoising_loss(finished_run, lora_scale: float) -> float:
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        pixels = torch.stack([load_image(p, 32) for p in test["path"]])
+        work = finished_run.parent  # index paths are relative to the workflow directory
+        pixels = torch.stack([load_image(str(work / p), 32) for p in test["path"]])
         latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
         prompts = [format_prompt("photo of {class_name}, {caption}", n) for n in test["class_name"]]
         cond = encode_condition(pipe.tokenizer, pipe.text_encoder, prompts, means[test["label"].tolist()])
