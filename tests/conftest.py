@@ -102,8 +102,14 @@ def copy_workflow(dst: Path) -> Path:
     return dst
 
 
-#: What the DAG builds before any tiny target: the pretraining corpus and the pretrained zoo (rules/zoo.smk)
-PRETRAINED = ("results/zoo", "results/data/tiny-corpus", ".snakemake/metadata")
+#: What the DAG builds before any tiny target: the pretraining corpus and the pretrained zoo (rules/zoo.smk),
+#: with their provenance records and Snakemake's metadata
+PRETRAINED = (
+    "results/zoo",
+    "results/data/tiny-corpus",
+    "results/data/tiny-corpus.prov.json",
+    ".snakemake/metadata",
+)
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +129,11 @@ def seed_pretrained(world: Path, work: Path) -> None:
     """Copy the pretrained zoo, its corpus and Snakemake's records of them into ``work`` (times
     kept), so a DAG there finds them up to date and builds only what follows them."""
     for rel in PRETRAINED:
-        shutil.copytree(world / rel, work / rel, dirs_exist_ok=True, symlinks=True)
+        if (world / rel).is_dir():
+            shutil.copytree(world / rel, work / rel, dirs_exist_ok=True, symlinks=True)
+        else:
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(world / rel, work / rel)
 
 
 @pytest.fixture(scope="session")
