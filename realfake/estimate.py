@@ -182,7 +182,8 @@ def classifier_forward_flops(arch: str, model_args_json: str, num_classes: int, 
 
     with torch.device("meta"):
         model = timm.create_model(arch, num_classes=num_classes, **json.loads(model_args_json))
-        return count_flops(lambda: model(torch.randn(1, 3, size, size)))
+        # eval mode: a train-mode batch norm refuses one image whose last feature map is 1x1 (32 px)
+        return count_flops(lambda: model.eval()(torch.randn(1, 3, size, size)))
 
 
 def _params_meta(build: Callable[[], object]) -> float:

@@ -132,7 +132,6 @@ def test_tiny_estimate_orders_rules_as_measured_cpu_time(tmp_path, tiny_zoo):
     planner = Planner(yaml.safe_load((REPO / "config.yaml").read_text()), tmp_path)
     rows = {r.rule: r.hours for r in estimate.estimate_rules(jobs, planner, estimate.GPUS["cpu"])}
     assert set(rows) == {
-        "caption_shard",
         "embed_shard",
         "finetune_lora",
         "synthesize_shard",
@@ -145,4 +144,5 @@ def test_tiny_estimate_orders_rules_as_measured_cpu_time(tmp_path, tiny_zoo):
             if measured[a]["cpu_s"] >= 2 * measured[b]["cpu_s"]:
                 compared += 1
                 assert rows[a] > rows[b], (a, b, rows[a], rows[b])
-    assert compared >= 8
+    # the 2026-12-02 measurement (pretrained 32 px zoo, no captions) has 5 such pairs
+    assert compared >= 5
