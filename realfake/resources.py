@@ -1,6 +1,6 @@
 """Resource estimates a job declares to a cluster scheduler: host memory and wall time.
 
-Needs only (STYLE rule 3): how much a stage costs, scaled from the config facts that drive it
+Needs only (docs/conventions.md, rule 3): how much a stage costs, scaled from the config facts that drive it
 (images per shard, training steps, resolution, the model set). Where a job runs — partition,
 account, GPU model — is a site matter and lives in ``profiles/``.
 

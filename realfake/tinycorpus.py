@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +35,8 @@ from realfake.tinydata import (
     SUPERSAMPLE,
     TEXTURES,
     class_spec,
-    shape_mask,
-    texture_mask,
+    object_frame,
+    paint_object,
 )
 
 CORPUS_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -88,20 +87,12 @@ def render_corpus_image(
     vertical gradient, tones from dark to light with stronger tints, and noise sigma 4."""
     colour, texture, shape = spec
     canvas = size * SUPERSAMPLE
-    scale = rng.uniform(0.22, 0.42) * canvas
-    centre = rng.uniform(scale, canvas - scale, size=2)
-    angle = rng.uniform(0, 2 * math.pi)
-    y, x = np.mgrid[0:canvas, 0:canvas].astype(np.float32) + 0.5
-    dx, dy = (x - centre[0]) / scale, (y - centre[1]) / scale
-    u = dx * math.cos(angle) + dy * math.sin(angle)
-    v = -dx * math.sin(angle) + dy * math.cos(angle)
+    _, y, u, v = object_frame(size, rng, 0.42)
     tone = rng.uniform(30, 225)
     background = tone + rng.uniform(-40, 40, size=3)
     gradient = rng.uniform(-30, 30) * (y / canvas - 0.5)[..., None]
     pixels = np.broadcast_to(background, (canvas, canvas, 3)) + gradient
-    tint = np.asarray(CORPUS_COLOURS[colour], dtype=np.float32) + rng.uniform(-20, 20, size=3)
-    shaded = np.where(texture_mask(texture, u, v)[..., None], tint, tint * 0.35)
-    pixels = np.where(shape_mask(shape, u, v)[..., None], shaded, pixels)
+    pixels = paint_object(pixels, CORPUS_COLOURS[colour], texture, shape, u, v, rng)
     small = pixels.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean(axis=(1, 3))
     small = small + rng.normal(0, 4, size=small.shape)
     return Image.fromarray(np.clip(small, 0, 255).astype(np.uint8)), background_word(tone)

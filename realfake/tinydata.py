@@ -96,24 +96,40 @@ def texture_mask(texture: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown texture {texture!r}")
 
 
-def render_image(spec: tuple[str, str, str], size: int, rng: np.random.Generator) -> Image.Image:
-    """One jittered RGB image of the (colour, texture, shape) ``spec``, ``size`` x ``size`` px."""
-    colour, texture, shape = spec
+def object_frame(size: int, rng: np.random.Generator, max_scale: float) -> tuple[np.ndarray, ...]:
+    """Pixel grid and object coordinates of a ``size`` px image drawn at SUPERSAMPLE x: ``(x, y, u,
+    v)``, where (u, v) are the object's local coordinates (random scale up to ``max_scale`` of the
+    canvas, position and rotation). Shared by the tiny dataset and the pretraining corpus."""
     canvas = size * SUPERSAMPLE
-    scale = rng.uniform(0.22, 0.4) * canvas
+    scale = rng.uniform(0.22, max_scale) * canvas
     centre = rng.uniform(scale, canvas - scale, size=2)
     angle = rng.uniform(0, 2 * math.pi)
     y, x = np.mgrid[0:canvas, 0:canvas].astype(np.float32) + 0.5
     dx, dy = (x - centre[0]) / scale, (y - centre[1]) / scale
     u = dx * math.cos(angle) + dy * math.sin(angle)
     v = -dx * math.sin(angle) + dy * math.cos(angle)
+    return x, y, u, v
 
+
+def paint_object(
+    pixels: np.ndarray, rgb: tuple[int, int, int], texture: str, shape: str, u: np.ndarray, v: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:  # fmt: skip
+    """``pixels`` with the object drawn: a jittered tint of ``rgb``, darkened off its texture."""
+    tint = np.asarray(rgb, dtype=np.float32) + rng.uniform(-20, 20, size=3)
+    shaded = np.where(texture_mask(texture, u, v)[..., None], tint, tint * 0.35)
+    return np.where(shape_mask(shape, u, v)[..., None], shaded, pixels)
+
+
+def render_image(spec: tuple[str, str, str], size: int, rng: np.random.Generator) -> Image.Image:
+    """One jittered RGB image of the (colour, texture, shape) ``spec``, ``size`` x ``size`` px."""
+    colour, texture, shape = spec
+    canvas = size * SUPERSAMPLE
+    x, _, u, v = object_frame(size, rng, 0.4)
     background = rng.uniform(50, 200) + rng.uniform(-25, 25, size=3)
     gradient = rng.uniform(-30, 30) * (x / canvas - 0.5)[..., None]
     pixels = np.broadcast_to(background, (canvas, canvas, 3)) + gradient
-    tint = np.asarray(COLOURS[colour], dtype=np.float32) + rng.uniform(-20, 20, size=3)
-    shaded = np.where(texture_mask(texture, u, v)[..., None], tint, tint * 0.35)
-    pixels = np.where(shape_mask(shape, u, v)[..., None], shaded, pixels)
+    pixels = paint_object(pixels, COLOURS[colour], texture, shape, u, v, rng)
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).resize((size, size), Image.BOX)
     noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, 6, size=(size, size, 3))
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))

@@ -119,31 +119,34 @@ def tiny_vae(sizes: TinySizes):
     )
 
 
+def tower(sizes: TinySizes, **extra) -> dict:
+    """The config of one tiny transformer tower (CLIP text/image, BLIP-2 ViT/Q-Former): width,
+    MLP width, depth and heads from ``sizes``, plus the tower's own keys."""
+    return dict(
+        hidden_size=sizes.hidden,
+        intermediate_size=2 * sizes.hidden,
+        num_hidden_layers=sizes.layers,
+        num_attention_heads=sizes.heads,
+        **extra,
+    )
+
+
 def tiny_clip(sizes: TinySizes, tokenizer):
     """A tiny CLIP (text and image towers with projections): the SD text encoder is its text
     tower, as SD-1.5's is CLIP ViT-L/14's, and visual guidance is its projected image embedding."""
     from transformers import CLIPConfig, CLIPModel
 
-    text = dict(
+    text = tower(
+        sizes,
         vocab_size=len(tokenizer),
-        hidden_size=sizes.hidden,
-        intermediate_size=2 * sizes.hidden,
-        num_hidden_layers=sizes.layers,
-        num_attention_heads=sizes.heads,
         max_position_embeddings=77,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         projection_dim=sizes.hidden,
     )
-    vision = dict(
-        hidden_size=sizes.hidden,
-        intermediate_size=2 * sizes.hidden,
-        num_hidden_layers=sizes.layers,
-        num_attention_heads=sizes.heads,
-        image_size=sizes.clip_image_size,
-        patch_size=sizes.clip_patch,
-        projection_dim=sizes.hidden,
+    vision = tower(
+        sizes, image_size=sizes.clip_image_size, patch_size=sizes.clip_patch, projection_dim=sizes.hidden
     )
     return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=sizes.hidden))
 
@@ -244,21 +247,8 @@ def tiny_blip2(sizes: TinySizes):
     tokenizer = caption_tokenizer()
     num_query_tokens = 4
     config = Blip2Config(
-        vision_config=dict(
-            hidden_size=sizes.hidden,
-            intermediate_size=2 * sizes.hidden,
-            num_hidden_layers=sizes.layers,
-            num_attention_heads=sizes.heads,
-            image_size=sizes.clip_image_size,
-            patch_size=sizes.clip_patch,
-        ),
-        qformer_config=dict(
-            hidden_size=sizes.hidden,
-            num_hidden_layers=sizes.layers,
-            num_attention_heads=sizes.heads,
-            intermediate_size=2 * sizes.hidden,
-            encoder_hidden_size=sizes.hidden,
-        ),
+        vision_config=tower(sizes, image_size=sizes.clip_image_size, patch_size=sizes.clip_patch),
+        qformer_config=tower(sizes, encoder_hidden_size=sizes.hidden),
         text_config=OPTConfig(
             vocab_size=len(tokenizer),
             hidden_size=sizes.hidden,

@@ -1,4 +1,4 @@
-# Validation, wildcard constraints and input functions only (STYLE rule 4).
+# Validation, wildcard constraints and input functions only (docs/conventions.md, rule 4).
 import functools
 import inspect
 import json
