@@ -49,3 +49,11 @@ rule tiny:
         "results/tiny/sscd/realfake/metrics.json",
         "results/tiny_x1/ood.json",
         expand("results/tables/{table}.provenance.html", table=config["tiny"]["tables"]),
+
+
+rule tiny_paper:
+    input:
+        expand(
+            "results/tables/{table}.provenance.html",
+            table=config["tiny"].get("toy_tables", []),
+        ),

@@ -25,6 +25,8 @@ SYNTHESIS_SETTING_FLAGS = (
     "negative_prompt",
     "jpeg_quality",
     "batch_size",
+    "prior_fit",
+    "guidance_branches",
 )
 
 
@@ -63,7 +65,16 @@ def synthesis_argv(
 
 
 # Keys of a ``finetune:`` setting passed as the realfake.finetune flag of the same name.
-FINETUNE_SETTING_FLAGS = ("rank", "lr", "batch_size", "resolution", "snr_gamma", "prompt", "checkpoint_every")
+FINETUNE_SETTING_FLAGS = (
+    "rank",
+    "lr",
+    "batch_size",
+    "resolution",
+    "snr_gamma",
+    "prompt",
+    "checkpoint_every",
+    "crop",
+)
 
 
 def finetune_argv(

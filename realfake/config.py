@@ -103,9 +103,10 @@ def find_errors(config: dict[str, Any], schema: dict) -> list[tuple[tuple, str]]
             table_cells(table, choices)
         except TargetError as err:
             errors.append((("experiment", "tables", name), str(err)))
-    for name in config["tiny"].get("tables", []):
-        if name not in config["experiment"]["tables"]:
-            errors.append((("tiny", "tables"), f"{name!r} is not a table under experiment.tables"))
+    for key in ("tables", "toy_tables"):
+        for name in config["tiny"].get(key, []):
+            if name not in config["experiment"]["tables"]:
+                errors.append((("tiny", key), f"{name!r} is not a table under experiment.tables"))
     return errors
 
 

@@ -346,9 +346,10 @@ def draw_samples(
     rows: list[tuple[str, list[tuple[Image.Image, Image.Image, Image.Image]]]], headers: list[str], cell: int
 ) -> Image.Image:
     """The samples figure: per row a class name and its (real, ours, baseline) triples of RGB images,
-    each centre-cropped to a square (as the synthesis crops its source) and resized to ``cell`` px,
-    bicubic, so 32-64 px datasets are as visible as 512 px ones; ``headers`` above the columns."""
-    from PIL import Image, ImageDraw, ImageFont, ImageOps
+    each resized to ``cell`` x ``cell`` px, bicubic (a real image squashed as the synthesis's default
+    ``prior_fit: squash`` fits its source), so 32-64 px datasets are as visible as 512 px ones;
+    ``headers`` above the columns."""
+    from PIL import Image, ImageDraw, ImageFont
 
     grid = SampleGrid(len(rows), max(len(triples) for _, triples in rows), cell)
     figure = Image.new("RGB", grid.size, "white")
@@ -373,7 +374,7 @@ def draw_samples(
             draw.text((PAD, top + i * LINE_HEIGHT), line, fill="black", font=font)
         for group, triple in enumerate(triples):
             for column, image in enumerate(triple):
-                square = ImageOps.fit(image, (cell, cell), Image.Resampling.BICUBIC)
+                square = image.convert("RGB").resize((cell, cell), Image.Resampling.BICUBIC)
                 figure.paste(square, grid.origin(row, group, column))
     return figure
 

@@ -73,6 +73,7 @@ class FinetuneConfig:
     mmd_bandwidths: tuple[float, ...] = (0.5, 1.0, 2.0)
     mmd_bandwidth_base: float | None = None  # None: median heuristic
     guidance_source: str = "class_mean"
+    crop: str = "random"
 
     @property
     def mmd(self) -> MMDSettings:
@@ -148,12 +149,32 @@ def training_table(
     return merged
 
 
-def load_image(path: str, resolution: int) -> torch.Tensor:
-    """``[3,R,R]`` in [-1, 1]: shorter side resized to R (bilinear), centre-cropped, as SD training does."""
+#: LoRA training crops (docs/fidelity.md): random (the official script, which does not pass
+#: ``--center_crop``) or center.
+CROPS = ("random", "center")
+
+
+def load_image(
+    path: str, resolution: int, crop: str = "center", generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``[3,R,R]`` in [-1, 1]: shorter side resized to R (bilinear), then a centre or random R x R crop.
+
+    A random crop draws its offset from ``generator`` only when the image has room to move (a
+    square image draws nothing), so the stream of a resumed run stays the same.
+    """
     import torchvision.transforms.functional as tvf
 
+    if crop not in CROPS:
+        raise ValueError(f"crop {crop!r}: expected one of {CROPS}")
     with Image.open(path) as img:
-        img = tvf.center_crop(tvf.resize(img.convert("RGB"), resolution), [resolution, resolution])
+        img = tvf.resize(img.convert("RGB"), resolution)
+        room_y, room_x = img.height - resolution, img.width - resolution
+        if crop == "random" and (room_y or room_x):
+            top = int(torch.randint(0, room_y + 1, (1,), generator=generator))
+            left = int(torch.randint(0, room_x + 1, (1,), generator=generator))
+            img = tvf.crop(img, top, left, resolution, resolution)
+        else:
+            img = tvf.center_crop(img, [resolution, resolution])
         return tvf.pil_to_tensor(img).float() / 127.5 - 1.0
 
 
@@ -163,9 +184,10 @@ def make_batch(
     means: torch.Tensor | ImageEmbeddings | None,
     generator: torch.Generator,
 ) -> Batch:
-    """Load ``rows`` as a training batch; each image is flipped horizontally with probability 1/2.
+    """Load ``rows`` as a training batch (``cfg.crop``); each image is flipped horizontally with
+    probability 1/2.
     ``means``: the guidance source, class means or per-image embeddings (realfake.conditioning)."""
-    pixels = torch.stack([load_image(p, cfg.resolution) for p in rows["path"]])
+    pixels = torch.stack([load_image(p, cfg.resolution, cfg.crop, generator) for p in rows["path"]])
     flip = torch.rand(len(rows), generator=generator) < 0.5
     pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
     captions = rows["caption"] if cfg.caption else [""] * len(rows)
@@ -391,6 +413,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="class_mean (paper) or image: each image's embedding (official code)")  # fmt: skip
     p.add_argument("--image-embeddings", type=Path, nargs="+",
                    help="embedding shards, for --guidance-source image")  # fmt: skip
+    p.add_argument("--crop", choices=CROPS, default=FinetuneConfig.crop,
+                   help="crop after the shorter-side resize: random (official code) or center")  # fmt: skip
     p.add_argument("--no-visual-guidance", action="store_true", help="ablation: no class-mean token")
     p.add_argument("--no-caption", action="store_true", help="ablation: empty caption in the prompt")
     p.add_argument("--seed", type=int, default=0)
@@ -421,7 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = FinetuneConfig(
         args.rank, args.lr, args.batch_size, args.resolution, args.snr_gamma, args.mmd_weight,
         args.prompt, not args.no_visual_guidance, not args.no_caption, args.seed,
-        args.mmd_kind, tuple(args.mmd_bandwidths), args.mmd_bandwidth_base, args.guidance_source,
+        args.mmd_kind, tuple(args.mmd_bandwidths), args.mmd_bandwidth_base, args.guidance_source, args.crop,
     )  # fmt: skip
     captions = None if args.no_caption else pd.read_parquet(args.captions)
     table = training_table(pd.read_parquet(args.index), captions, args.captions)

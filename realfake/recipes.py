@@ -8,13 +8,16 @@ written in index order (sorted by class). Only offsets are held in memory, never
 
 Recipes arrive as JSON (``python -m realfake.train --recipe JSON``); nothing here hard-codes a
 dataset's values. Table 8 written as recipes (ResNet-50 from scratch, 224 px; the paper's batch is
-the global batch over 8 GPUs, "-" in the table is read as "not used"):
+the global batch over 8 GPUs; Table 8's "x" is "not used", its "-" is what the official code
+leaves to timm's train script: flip 0.5, smoothing 0.1, warm-up 5, jitter 0.4, random
+interpolation, the model's eval crop; docs/fidelity.md):
 
 IN-10 / IN-100 (and CUB, Cars, PETS, EuroSAT with their train/test sizes)::
 
     {"epochs": 200, "batch_size": 1024, "opt": "sgd", "lr": 0.1, "weight_decay": 5e-4,
      "sched": "multistep", "decay_epochs": [50, 100, 150], "decay_rate": 0.2,
-     "train_size": 224, "test_size": 224, "amp": true}
+     "warmup_epochs": 5, "label_smoothing": 0.1, "hflip": 0.5, "color_jitter": 0.4,
+     "train_interpolation": "random", "train_size": 224, "test_size": 224, "amp": true}
 
 IN-1K (the RSB A2-style recipe of Wightman et al., 2021)::
 
@@ -76,6 +79,7 @@ class Recipe:
     hflip: float = 0.0
     randaugment: str | None = None
     color_jitter: float | None = None
+    train_interpolation: str | None = None
     train_size: int = 224
     test_size: int = 224
     crop_pct: float | None = None
@@ -86,6 +90,10 @@ class Recipe:
         """Whether batches are mixed (Mixup/CutMix), which needs soft targets and even batches."""
         return self.mixup > 0 or self.cutmix > 0
 
+
+#: ``train_interpolation`` values: None = the model's own, else a timm name ("random" draws
+#: bilinear or bicubic per image, as timm's train script does by default).
+TRAIN_INTERPOLATIONS = (None, "random", "bilinear", "bicubic", "nearest")
 
 _ACCEPTED: dict[Any, tuple[type, ...]] = {
     int: (int,),
@@ -134,6 +142,11 @@ def _check_values(recipe: Recipe) -> None:
         raise ValueError("recipe key 'decay_epochs' must list the milestones of sched 'multistep'")
     if not all(isinstance(e, int) and not isinstance(e, bool) for e in recipe.decay_epochs):
         raise ValueError(f"recipe key 'decay_epochs' must be a list of integers, got {recipe.decay_epochs}")
+    if recipe.train_interpolation not in TRAIN_INTERPOLATIONS:
+        raise ValueError(
+            f"recipe key 'train_interpolation' must be one of {TRAIN_INTERPOLATIONS}, "
+            f"got {recipe.train_interpolation!r}"
+        )
     if not 0 <= recipe.hflip <= 1:
         raise ValueError(f"recipe key 'hflip' is a probability, got {recipe.hflip}")
 
@@ -186,7 +199,9 @@ def create_loss(recipe: Recipe) -> torch.nn.Module:
 
 def create_train_transform(recipe: Recipe, model: torch.nn.Module):
     """Random-resized-crop training transform with the recipe's flip/RandAugment/jitter and the
-    model's normalisation; color jitter is off unless asked (timm would default to 0.4)."""
+    model's normalisation. Unset keys are off or the model's own: no colour jitter (timm's train
+    script defaults to 0.4), the model's interpolation (the script: "random"); docs/fidelity.md
+    says which recipe sets what."""
     data_config = resolve_data_config({}, model=model)
     return create_transform(
         input_size=recipe.train_size,
@@ -195,7 +210,7 @@ def create_train_transform(recipe: Recipe, model: torch.nn.Module):
         vflip=0.0,
         color_jitter=recipe.color_jitter,
         auto_augment=recipe.randaugment,
-        interpolation=data_config["interpolation"],
+        interpolation=recipe.train_interpolation or data_config["interpolation"],
         mean=data_config["mean"],
         std=data_config["std"],
     )

@@ -38,6 +38,8 @@ from realfake.shards import sample_seed, shard_rows
 DEFAULT_PROMPT = "photo of {class_name}, {caption}"
 DEFAULT_NEGATIVE = "distorted, unrealistic, blurry, out of frame"  # App. E, used for every generation
 LORA_ADAPTER = "realfake"
+#: Where the visual-guidance token enters classifier-free guidance (:func:`condition_embeds`).
+GUIDANCE_BRANCHES = ("positive", "both")
 
 
 @dataclass
@@ -50,6 +52,8 @@ class SynthesisSettings:
     lora_scale: float = 0.5
     resolution: int = 512
     txt2img: bool = False
+    guidance_branches: str = "positive"
+    prior_fit: str = "squash"
 
 
 def sample_key(image_id: str, synth_pass: int) -> str:
@@ -98,10 +102,21 @@ def class_batches(plan: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
     return [ordered.iloc[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
-def load_image(path: str | Path, resolution: int) -> Image.Image:
-    """RGB image resized (shorter side) and centre-cropped to ``resolution`` square: the latent prior."""
+#: How a source image becomes the square latent prior (docs/fidelity.md): ``squash`` resizes the
+#: whole image to the square (the official code's ``.resize((512, 512))``: full field of view,
+#: aspect not kept); ``crop`` resizes the shorter side and centre-crops (aspect kept, edges lost).
+PRIOR_FITS = ("squash", "crop")
+
+
+def load_image(path: str | Path, resolution: int, fit: str = "squash") -> Image.Image:
+    """RGB ``resolution`` x ``resolution`` image of ``path`` for the latent prior (:data:`PRIOR_FITS`)."""
+    if fit not in PRIOR_FITS:
+        raise ValueError(f"prior fit {fit!r}: expected one of {PRIOR_FITS}")
     with Image.open(path) as img:
-        return ImageOps.fit(img.convert("RGB"), (resolution, resolution), Image.Resampling.BICUBIC)
+        rgb = img.convert("RGB")
+        if fit == "crop":
+            return ImageOps.fit(rgb, (resolution, resolution), Image.Resampling.BICUBIC)
+        return rgb.resize((resolution, resolution), Image.Resampling.BICUBIC)
 
 
 def encode_jpeg(img: Image.Image, quality: int) -> bytes:
@@ -117,15 +132,31 @@ def generators(seeds: Iterable[int]) -> list[torch.Generator]:
 
 
 def condition_embeds(
-    pipe, prompts: list[str], guidance: torch.Tensor | None, negative_prompt: str
+    pipe,
+    prompts: list[str],
+    guidance: torch.Tensor | None,
+    negative_prompt: str,
+    branches: str = "positive",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt_embeds, negative_prompt_embeds); the guidance token only enters via the embeds,
-    since diffusers pipelines silently swallow unknown keyword arguments."""
+    since diffusers pipelines silently swallow unknown keyword arguments.
+
+    ``branches`` (:data:`GUIDANCE_BRANCHES`) says where the token goes: ``positive`` only (CFG
+    then amplifies it by the guidance scale), or ``both`` (the negative prompt's last token too,
+    so CFG amplifies the text only). The paper does not say; the authors' pipeline is unreleased.
+    """
+    if branches not in GUIDANCE_BRANCHES:
+        raise ValueError(f"guidance branches {branches!r}: expected one of {GUIDANCE_BRANCHES}")
     with torch.inference_mode():
         if guidance is not None:
             guidance = guidance.to(pipe.text_encoder.device)
         positive = encode_condition(pipe.tokenizer, pipe.text_encoder, prompts, guidance)
-        negative = encode_condition(pipe.tokenizer, pipe.text_encoder, [negative_prompt] * len(prompts), None)
+        negative = encode_condition(
+            pipe.tokenizer,
+            pipe.text_encoder,
+            [negative_prompt] * len(prompts),
+            guidance if branches == "both" else None,
+        )
     return positive, negative
 
 
@@ -242,8 +273,14 @@ def synthesize(
     order, cursor = list(plan.index), 0
     for batch in tqdm(class_batches(plan, batch_size), desc="synthesize", unit="batch"):
         guidance = select_guidance(class_means, batch["label"].tolist(), batch["image_id"].tolist())
-        positive, negative = condition_embeds(pipe, list(batch["prompt"]), guidance, negative_prompt)
-        images = None if settings.txt2img else [load_image(p, settings.resolution) for p in batch["path"]]
+        positive, negative = condition_embeds(
+            pipe, list(batch["prompt"]), guidance, negative_prompt, settings.guidance_branches
+        )
+        images = (
+            None
+            if settings.txt2img
+            else [load_image(p, settings.resolution, settings.prior_fit) for p in batch["path"]]
+        )
         results = generate_batch(pipe, images, positive, negative, generators(batch["seed"]), settings)
         done.update(
             {pos: encode_jpeg(img, jpeg_quality) for pos, img in zip(batch.index, results, strict=True)}
@@ -273,6 +310,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-visual-guidance", action="store_true")
     p.add_argument("--guidance-source", choices=GUIDANCE_SOURCES, default="class_mean",
                    help="class_mean (paper) or image: the source image's embedding")  # fmt: skip
+    p.add_argument("--prior-fit", choices=PRIOR_FITS, default=d.prior_fit,
+                   help="source image to square: squash (official code) or crop (centre)")  # fmt: skip
+    p.add_argument("--guidance-branches", choices=GUIDANCE_BRANCHES, default=d.guidance_branches,
+                   help="CFG branches that carry the guidance token: positive, or both")  # fmt: skip
     p.add_argument("--image-embeddings", nargs="+", help="embedding shards, for --guidance-source image")
     p.add_argument("--no-caption", action="store_true")
     p.add_argument("--txt2img", action="store_true", help="ablation: Gaussian prior, full --steps")
@@ -296,7 +337,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = SynthesisSettings(
-        args.steps, args.guidance_scale, args.strength, args.lora_scale, args.resolution, args.txt2img
+        args.steps,
+        args.guidance_scale,
+        args.strength,
+        args.lora_scale,
+        args.resolution,
+        args.txt2img,
+        args.guidance_branches,
+        args.prior_fit,
     )
     index = pd.read_parquet(args.index)
     captions = None if args.no_caption else pd.read_parquet(args.captions)

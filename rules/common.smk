@@ -418,8 +418,11 @@ def built_cell_files(wildcards):
 
 
 def paper_tables():
-    """The experiment.tables that `snakemake` with no target builds: all but tiny.tables."""
-    tiny = set(config["tiny"].get("tables", []))
+    """The experiment.tables that `snakemake` with no target builds: all but tiny.tables and
+    tiny.toy_tables."""
+    tiny = set(config["tiny"].get("tables", [])) | set(
+        config["tiny"].get("toy_tables", [])
+    )
     return [name for name in config["experiment"]["tables"] if name not in tiny]
 
 

@@ -13,11 +13,13 @@ from realfake.targets import parse_lora_name
 SYNTHESIS = {
     "steps": 30, "guidance_scale": 2.0, "strength": 0.75, "lora_scale": 0.5, "resolution": 512,
     "negative_prompt": "distorted, unrealistic, blurry", "jpeg_quality": 90, "batch_size": 24,
+    "prior_fit": "crop", "guidance_branches": "both",
 }  # fmt: skip
 FINETUNE = {
     "rank": 4, "lr": 1e-4, "batch_size": 8, "epochs": 100, "max_steps": None, "resolution": 512,
     "snr_gamma": 5.0, "mmd_weight": 0.05, "prompt": "photo of {class_name}, {caption}", "seed": 42,
     "checkpoint_every": 500, "mmd_bandwidths": [0.25, 4.0], "mmd_bandwidth_base": "median",
+    "crop": "center",
 }  # fmt: skip
 
 

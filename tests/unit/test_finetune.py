@@ -77,6 +77,27 @@ def test_training_table_requires_captions(tiny_inputs):
         ft.training_table(tiny_inputs["index"], tiny_inputs["captions"].iloc[1:])
 
 
+def test_random_crop_is_seeded_and_square_images_draw_nothing(tmp_path):
+    wide = np.zeros((40, 80, 3), dtype=np.uint8)
+    wide[:, :, 0] = np.arange(80, dtype=np.uint8)[None, :] * 3  # red ramp: the crop's offset shows
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    Image.fromarray(wide[:, :40]).save(tmp_path / "square.png")
+    crops = [
+        ft.load_image(str(tmp_path / "wide.png"), 32, "random", torch.Generator().manual_seed(s))
+        for s in range(6)
+    ]
+    assert all(c.shape == (3, 32, 32) for c in crops)
+    assert len({round(float(c[0].mean()), 4) for c in crops}) > 1  # offsets differ by seed
+    again = ft.load_image(str(tmp_path / "wide.png"), 32, "random", torch.Generator().manual_seed(0))
+    assert torch.equal(again, crops[0])
+    centre = ft.load_image(str(tmp_path / "wide.png"), 32, "center")
+    assert torch.equal(centre, ft.load_image(str(tmp_path / "wide.png"), 32))
+    gen = torch.Generator().manual_seed(0)
+    before = gen.get_state()
+    ft.load_image(str(tmp_path / "square.png"), 32, "random", gen)
+    assert torch.equal(gen.get_state(), before)
+
+
 def test_make_batch_pixels_prompts_guidance(tiny_inputs):
     table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
     batch = ft.make_batch(table.iloc[[0, 7]], CFG, tiny_inputs["means"], torch.Generator().manual_seed(0))

@@ -153,9 +153,30 @@ def test_shard_plan_refuses_missing_captions(data):
         shard_plan(index, pd.DataFrame({"image_id": [], "caption": []}), 0, 4, 0, 0, TEMPLATE)
 
 
-def test_load_image_resizes_and_centre_crops(tmp_path):
-    Image.new("RGB", (80, 40), "white").save(tmp_path / "wide.png")
-    assert load_image(tmp_path / "wide.png", 32).size == (32, 32)
+def test_load_image_squashes_by_default_and_crops_on_request(tmp_path):
+    """The official code's .resize keeps the whole field of view; crop keeps the aspect."""
+    wide = np.zeros((40, 80, 3), dtype=np.uint8)
+    wide[:, :20] = 255  # a white left quarter: inside the squashed image, cut off by a centre crop
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    squashed = np.asarray(load_image(tmp_path / "wide.png", 32))
+    cropped = np.asarray(load_image(tmp_path / "wide.png", 32, "crop"))
+    assert squashed.shape == cropped.shape == (32, 32, 3)
+    assert squashed[:, :6].mean() > 240 and squashed[:, 10:].mean() < 15
+    assert cropped.max() < 15  # the centre 40 x 40 is all black
+    with pytest.raises(ValueError, match="prior fit 'pad'"):
+        load_image(tmp_path / "wide.png", 32, "pad")
+
+
+def test_guidance_token_in_both_branches(pipe):
+    """branches=both puts the token at the last position of the negative embeds too."""
+    guide = torch.full((2, pipe.text_encoder.config.hidden_size), 3.0)
+    pos, neg = condition_embeds(pipe, ["a", "b"], guide, NEGATIVE)
+    pos2, neg2 = condition_embeds(pipe, ["a", "b"], guide, NEGATIVE, "both")
+    assert torch.equal(pos, pos2) and torch.equal(pos[:, -1], guide)
+    assert not torch.equal(neg[:, -1], guide) and torch.equal(neg2[:, -1], guide)
+    assert torch.equal(neg[:, :-1], neg2[:, :-1])
+    with pytest.raises(ValueError, match="guidance branches"):
+        condition_embeds(pipe, ["a"], guide[:1], NEGATIVE, "negative")
 
 
 def test_write_read_round_trip(tmp_path):

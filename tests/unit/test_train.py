@@ -15,16 +15,19 @@ import pandas as pd
 import pytest
 import torch
 import webdataset as wds
+import yaml
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 from timm.data import Mixup
-from timm.loss import BinaryCrossEntropy
+from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy
 from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler
 
 import realfake.recipes as recipes
 from realfake import train
 from realfake.models import create_classifier
+
+REPO = Path(__file__).resolve().parents[2]
 
 torch.set_num_threads(1)
 
@@ -115,12 +118,22 @@ def test_table8_recipes_build_timm_objects():
     scheduler = recipes.create_scheduler(optimizer, in10)
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["nesterov"]
     assert isinstance(scheduler, MultiStepLRScheduler)
-    # lr 0.1, x0.2 at milestones 50/100/150, which timm applies from 0-based epoch m - 1 (its convention)
-    expected = {0: 0.1, 48: 0.1, 49: 0.02, 98: 0.02, 99: 0.004, 149: 0.0008}
+    # a linear warm-up from 1e-5 over 5 epochs, then lr 0.1, x0.2 at milestones 50/100/150, which
+    # timm applies from 0-based epoch m - 1 (its convention)
+    expected = {
+        0: 1e-5,
+        1: 1e-5 + (0.1 - 1e-5) / 5,
+        5: 0.1,
+        48: 0.1,
+        49: 0.02,
+        98: 0.02,
+        99: 0.004,
+        149: 0.0008,
+    }
     for epoch, lr in expected.items():
         scheduler.step(epoch)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(lr)
-    assert isinstance(recipes.create_loss(in10), torch.nn.CrossEntropyLoss)
+    assert isinstance(recipes.create_loss(in10), LabelSmoothingCrossEntropy)
     assert recipes.create_mixup(in10, 3) is None
     optimizer = recipes.create_optimizer(model, in1k)
     assert type(optimizer).__name__ == "Lamb"
@@ -128,6 +141,22 @@ def test_table8_recipes_build_timm_objects():
     assert isinstance(recipes.create_loss(in1k), BinaryCrossEntropy)
     mixup = recipes.create_mixup(in1k, 3)
     assert isinstance(mixup, Mixup) and mixup.mixup_alpha == 0.2 and mixup.cutmix_alpha == 1.0
+
+
+def test_config_recipe_follows_the_official_script_through_timm():
+    """in_small: timm's colour jitter and random interpolation in training, and the eval crop
+    that timm resolves for ResNet-50 itself (crop_pct null), not one written by hand."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    recipe = recipes.parse_recipe(config["recipes"]["in_small"])
+    model = create_classifier("resnet50", 10, {})
+    train = recipes.create_train_transform(recipe, model)
+    names = [type(t).__name__ for t in train.transforms]
+    assert "ColorJitter" in names and names.count("RandomHorizontalFlip") == 1
+    crop = train.transforms[0]
+    assert isinstance(crop.interpolation, tuple)  # "random": one of bilinear / bicubic per image
+    eval_config = recipes.eval_data_config(recipe, model)
+    assert eval_config["crop_pct"] == model.pretrained_cfg["crop_pct"] == 0.95
+    assert isinstance(recipes.create_loss(recipe), LabelSmoothingCrossEntropy)
 
 
 @pytest.mark.parametrize(
@@ -138,6 +167,7 @@ def test_table8_recipes_build_timm_objects():
         ({"amp": 1}, "'amp' must be"),
         ({"sched": "multistep"}, "'decay_epochs'"),
         ({"mixup": 0.2, "batch_size": 3}, "even"),
+        ({"train_interpolation": "lanczos"}, "'train_interpolation' must be one of"),
     ],
 )
 def test_recipe_validation_names_the_key(change, message):
