@@ -7,7 +7,8 @@
 # <dataset>_<data>[_<variant>][_seed<n>] (realfake/targets.py), results/tables/<table>.{csv,md,html}
 # (results/tables/<table>.partial.md: the cells built so far).
 # `snakemake` (rule all) builds every table of config.yaml's experiment.tables: the whole paper.
-# `snakemake tiny` builds the embedded tiny default (and tiny.tables), offline on CPU in minutes.
+# `snakemake tiny` builds the embedded tiny default (and tiny.tables), offline on CPU in minutes;
+# `snakemake tiny_paper` the paper's Tables 1-3 at toy scale (tiny.toy_tables) and the samples figure.
 # `snakemake --report report.html` gathers the tables, figures and per-table provenance summaries.
 from snakemake.utils import min_version
 
@@ -57,3 +58,4 @@ rule tiny_paper:
             "results/tables/{table}.provenance.html",
             table=config["tiny"].get("toy_tables", []),
         ),
+        "results/figures/samples_tiny.png",

@@ -1,6 +1,8 @@
 """``realfake`` console script: ``realfake <stage> [args]`` runs ``realfake.<stage>.main(args)``;
 ``realfake provenance PATH ...`` prints an artifact's lineage (``realfake.lineage``);
-``realfake estimate TARGET [--gpu KIND]`` prints its GPU-hours per rule (``realfake.estimate``)."""
+``realfake estimate TARGET [--gpu KIND]`` prints its GPU-hours per rule (``realfake.estimate``);
+``realfake models fetch`` fills the Hugging Face cache for a cluster (``realfake.hub``);
+``realfake data <command>`` arranges a downloaded dataset for its reader (``realfake.dataprep``)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ STAGES = (
     "sscd",
     "lira",
 )
-TOOLS = {"provenance": "lineage", "estimate": "estimate"}
+TOOLS = {"provenance": "lineage", "estimate": "estimate", "models": "hub", "data": "dataprep"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -94,6 +94,7 @@ def find_errors(config: dict[str, Any], schema: dict) -> list[tuple[tuple, str]]
                 errors.append((("variants", name, option), message))
     errors += lira_errors(config, schema)
     errors += ood_figure_errors(config)
+    errors += model_source_errors(config)
     choices = Choices.from_config(config)
     for name, table in config["experiment"]["tables"].items():
         if table.get("source") == "ood" and not table.get("dataset"):
@@ -134,6 +135,21 @@ def ood_figure_errors(config: dict[str, Any]) -> list[tuple[tuple, str]]:
         if invalid:
             errors.append((("figures", "fig2", name, "scales"), f"scales {invalid} not in experiment.scales"))
     return errors
+
+
+#: Keys of a model set whose value is a model reference (``classifier`` is a timm architecture).
+MODEL_REF_KEYS = ("sd", "blip2", "clip", "sscd")
+
+
+def model_source_errors(config: dict[str, Any]) -> list[tuple[tuple, str]]:
+    """Sources (``model_sources:``) of a ref no model set uses: a typo there would leave the model
+    unpinned and `realfake models fetch` fetching nothing for it."""
+    used = {s[k] for s in config["models"].values() for k in MODEL_REF_KEYS if s.get(k)}
+    return [
+        (("model_sources", ref), f"no model set uses {ref!r} (as models.<set>.{'/'.join(MODEL_REF_KEYS)})")
+        for ref in config.get("model_sources", {})
+        if ref not in used
+    ]
 
 
 def lira_errors(config: dict[str, Any], schema: dict) -> list[tuple[tuple, str]]:

@@ -403,6 +403,17 @@ def estimate_rules(jobs: Iterable[Job], planner: Planner, gpu: Gpu) -> list[Rule
     return totals(c for c in costs if c is not None)
 
 
+def merged_config(base: Path, configfile: Path) -> dict:
+    """The config the DAG sees: the Snakefile's ``config.yaml`` updated by ``--configfile`` the way
+    Snakemake merges it (nested keys replaced one by one), so a partial ``my.yaml`` plans as it runs."""
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load(base.read_text()) if base.is_file() else {}
+    if configfile.resolve() != base.resolve():
+        update_config(config, yaml.safe_load(configfile.read_text()) or {})
+    return config
+
+
 def plan_jobs(target: str, snakefile: Path, configfile: Path, workdir: Path | None) -> list[Job]:
     """The jobs of ``target`` from a Snakemake dry run (all of them in an empty directory when
     ``workdir`` is None)."""
@@ -444,7 +455,7 @@ def main(argv: list[str] | None = None) -> list[RuleTotal]:
         help="plan only what is pending here, models relative to it (default: all jobs, cwd)",
     )
     args = p.parse_args(argv)
-    config = yaml.safe_load(args.configfile.read_text())
+    config = merged_config(args.snakefile.parent / "config.yaml", args.configfile)
     jobs = plan_jobs(args.target, args.snakefile, args.configfile, args.workdir)
     planner, gpu = Planner(config, args.workdir or Path(".")), GPUS[args.gpu]
     rows = estimate_rules(jobs, planner, gpu)

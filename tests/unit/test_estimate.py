@@ -146,3 +146,11 @@ def test_tiny_estimate_orders_rules_as_measured_cpu_time(tmp_path, tiny_zoo):
                 assert rows[a] > rows[b], (a, b, rows[a], rows[b])
     # the 2026-12-02 measurement (pretrained 32 px zoo, no captions) has 5 such pairs
     assert compared >= 5
+
+
+def test_a_partial_configfile_is_merged_over_config_yaml_as_snakemake_does(tmp_path):
+    (tmp_path / "config.yaml").write_text("a: {b: 1, c: 2}\nd: [1, 2]\n")
+    (tmp_path / "my.yaml").write_text("a: {c: 3}\nd: [5]\n")
+    merged = estimate.merged_config(tmp_path / "config.yaml", tmp_path / "my.yaml")
+    assert merged == {"a": {"b": 1, "c": 3}, "d": [5]}
+    assert estimate.merged_config(tmp_path / "config.yaml", tmp_path / "config.yaml")["a"]["c"] == 2
