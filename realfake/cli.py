@@ -26,7 +26,13 @@ STAGES = (
     "sscd",
     "lira",
 )
-TOOLS = {"provenance": "lineage", "estimate": "estimate", "models": "hub", "data": "dataprep"}
+TOOLS = {
+    "provenance": "lineage",
+    "estimate": "estimate",
+    "models": "hub",
+    "data": "dataprep",
+    "preflight": "preflight",
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -94,6 +94,8 @@ def finetune_argv(
     argv = ["--model", model, "--seed", str(seed)]
     for key in FINETUNE_SETTING_FLAGS:
         argv += ["--" + key.replace("_", "-"), str(setting[key])]
+    if setting.get("micro_batch"):
+        argv += ["--micro-batch", str(setting["micro_batch"])]
     if setting.get("max_steps"):
         argv += ["--max-steps", str(setting["max_steps"])]
     else:

@@ -33,11 +33,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
+from realfake.budget import lora_steps
 from realfake.resources import stage_cost
 from realfake.shards import num_shards
 from realfake.targets import Choices, parse_experiment
@@ -236,6 +237,9 @@ def embed_flops(clip: str) -> float:
 class Job:
     rule: str
     wildcards: Mapping[str, str]
+    # what it writes, as the dry run printed it (relative to the working directory): realfake.preflight
+    # tells what the DAG builds itself from these; not part of a job's identity
+    outputs: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -252,7 +256,7 @@ _RULE = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
 
 
 def parse_dry_run(output: str) -> list[Job]:
-    """Rule and wildcards of every job a ``snakemake -n`` printed."""
+    """Rule, wildcards and outputs of every job a ``snakemake -n`` printed."""
     jobs: list[Job] = []
     for line in output.splitlines():
         line = line.strip()
@@ -260,7 +264,9 @@ def parse_dry_run(output: str) -> list[Job]:
             jobs.append(Job(match.group(1), {}))
         elif line.startswith("wildcards:") and jobs:
             pairs = [kv.split("=", 1) for kv in line.split(":", 1)[1].split(", ") if "=" in kv]
-            jobs[-1] = Job(jobs[-1].rule, {k.strip(): v.strip() for k, v in pairs})
+            jobs[-1] = replace(jobs[-1], wildcards={k.strip(): v.strip() for k, v in pairs})
+        elif line.startswith("output:") and jobs:
+            jobs[-1] = replace(jobs[-1], outputs=tuple(line.split(":", 1)[1].strip().split(", ")))
     return jobs
 
 
@@ -307,7 +313,7 @@ class Planner:
             return cfg["test_size"]
         if stage == "finetune":
             ft = self.setting("finetune", dataset)
-            return ft.get("max_steps") or ft["epochs"] * -(-cfg["train_size"] // ft["batch_size"])
+            return lora_steps(cfg["train_size"], ft["batch_size"], ft.get("max_steps"), ft.get("epochs"))
         if stage == "train":
             exp = parse_experiment(job.wildcards["experiment"], self.choices)
             return self.setting("recipes", dataset)["epochs"] * cfg["train_size"] * (exp.scale + exp.real)
@@ -416,10 +422,14 @@ def merged_config(base: Path, configfile: Path) -> dict:
 
 def plan_jobs(target: str, snakefile: Path, configfile: Path, workdir: Path | None) -> list[Job]:
     """The jobs of ``target`` from a Snakemake dry run (all of them in an empty directory when
-    ``workdir`` is None)."""
+    ``workdir`` is None). ``configfile`` is merged over the Snakefile's config.yaml, named first:
+    the Snakefile's ``configfile: "config.yaml"`` is looked up in the working directory, so in
+    another one a partial file would otherwise stand alone."""
+    base = snakefile.parent / "config.yaml"
+    configs = [str(base)] + ([str(configfile)] if configfile.resolve() != base.resolve() else [])
     with tempfile.TemporaryDirectory(prefix="estimate-") as empty:
         cmd = [str(Path(sys.executable).with_name("snakemake")), target, "-n", "-s", str(snakefile)]
-        cmd += ["-d", str(workdir or empty), "--configfile", str(configfile)]
+        cmd += ["-d", str(workdir or empty), "--configfile", *configs]
         proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"snakemake dry run failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")

@@ -7,11 +7,20 @@ condition "photo of [class], [caption], [class-mean CLIP image embedding]" (see
 :mod:`realfake.losses` (the paper's batch-mean form, or ``--mmd-kind kernel``). ``--guidance-source
 image`` swaps the class mean for each image's own CLIP embedding (what the official code does).
 
+Batches (:mod:`realfake.budget`): ``--batch-size`` is the global batch of one optimizer step;
+``--micro-batch`` images go through the UNet at once. Under ``torchrun --nproc-per-node N`` the
+run is data-parallel (gloo on CPU, NCCL on CUDA): each step's global batch is cut into
+micro-batches, process ``r`` takes the ``r``-th block of them, accumulates their gradients, and the
+processes average theirs, so 1 process and N processes with the same global batch make the same
+updates (up to floating-point summation order). Each micro-batch's randomness (crop, flip, VAE
+posterior sample, noise, timesteps) comes from a generator seeded by (seed, step, micro-batch
+index), not from a process's stream; the MMD term is computed per micro-batch (the official
+script's per-GPU batch).
+
 The run is resumable: every ``--checkpoint-every`` steps, and on SIGTERM/SIGUSR1 (then exiting
-with code 75, EX_TEMPFAIL, so a SLURM/snakemake retry resumes), the LoRA weights, AdamW state, step
-and every random-number state are written to ``--state-dir/state.pt``. All randomness of a step
-comes from two seeded ``torch.Generator``s (data order; flips/latents/noise/timesteps), so a resumed
-run ends with the same weights as an uninterrupted one.
+with code 75, EX_TEMPFAIL, so a SLURM/snakemake retry resumes), the LoRA weights, AdamW state, step,
+data order and random-number states are written to ``--state-dir/state.pt`` (by process 0), so a
+resumed run ends with the same weights as an uninterrupted one.
 
 The output is a diffusers LoRA file, loaded for sampling with ``pipe.load_lora_weights(out)`` (the
 file path itself) or, equivalently, ``pipe.load_lora_weights(out.parent, weight_name=out.name)``.
@@ -22,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import tempfile
 import time
@@ -33,7 +41,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from realfake import provenance
+from realfake import distributed, provenance
+from realfake.budget import accumulation, lora_steps
 from realfake.conditioning import (
     GUIDANCE_SOURCES,
     ImageEmbeddings,
@@ -42,7 +51,7 @@ from realfake.conditioning import (
     select_guidance,
 )
 from realfake.embed import load_guidance, load_image_guidance
-from realfake.io import atomic_path, load_weights_only, set_offline
+from realfake.io import atomic_path, load_weights_only, set_aside, set_offline
 from realfake.losses import MMD_KINDS, MMDSettings, min_snr_weights, realfake_loss, snr
 from realfake.models import load_sd_components, resolve_device
 from realfake.resume import EXIT_RESUMABLE, StopFlag, rng_state, set_rng_state
@@ -74,6 +83,7 @@ class FinetuneConfig:
     mmd_bandwidth_base: float | None = None  # None: median heuristic
     guidance_source: str = "class_mean"
     crop: str = "random"
+    micro_batch: int | None = None  # None: the global batch split evenly over the processes
 
     @property
     def mmd(self) -> MMDSettings:
@@ -214,16 +224,9 @@ def training_step(
     return realfake_loss(pred, noise, weights, cfg.mmd_weight, cfg.mmd)
 
 
-def apply_gradients(loss: torch.Tensor, params: list[torch.nn.Parameter], optimizer) -> None:
-    """Backward, clip the gradient norm to 1.0 (as the official script), AdamW step."""
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
 class EpochSampler:
-    """Batches of row indices from a fresh seeded permutation each epoch (last batch may be short)."""
+    """Global batches of row indices from a fresh seeded permutation each epoch; an incomplete last
+    batch is left out (:func:`realfake.budget.lora_steps`)."""
 
     def __init__(self, n: int, batch_size: int, seed: int):
         self.n, self.batch_size = n, batch_size
@@ -232,7 +235,7 @@ class EpochSampler:
         self.cursor = 0
 
     def next_indices(self) -> list[int]:
-        if self.cursor >= self.n:
+        if self.cursor + self.batch_size > self.n:
             self.order, self.cursor = torch.randperm(self.n, generator=self.generator), 0
         batch = self.order[self.cursor : self.cursor + self.batch_size]
         self.cursor += len(batch)
@@ -246,9 +249,14 @@ class EpochSampler:
         self.order, self.cursor = state["order"], state["cursor"]
 
 
-def total_steps(n_train: int, batch_size: int, max_steps: int | None, epochs: int | None) -> int:
-    """The step budget: ``max_steps``, else ``ceil(n_train / batch_size) * epochs``."""
-    return max_steps if max_steps is not None else math.ceil(n_train / batch_size) * epochs
+def micro_generator(seed: int, step: int, micro: int) -> torch.Generator:
+    """The generator of micro-batch ``micro`` of step ``step``: a pure function of the three, so the
+    draws do not depend on which process runs the micro-batch or on what ran before it."""
+    import numpy as np
+
+    return torch.Generator().manual_seed(
+        int(np.random.SeedSequence([seed, step, micro]).generate_state(1)[0])
+    )
 
 
 @dataclass
@@ -259,7 +267,7 @@ class Trainer:
     params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     sampler: EpochSampler
-    generator: torch.Generator
+    world: distributed.World = distributed.SINGLE
     step: int = 0
 
     def state_dict(self, cfg: FinetuneConfig) -> dict:
@@ -269,7 +277,6 @@ class Trainer:
             "lora": {n: p.detach().cpu().clone() for n, p in lora_params(self.models.unet).items()},
             "optimizer": self.optimizer.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "generator": self.generator.get_state(),
             "rng": rng_state(),
         }
 
@@ -281,23 +288,56 @@ class Trainer:
         self.models.unet.load_state_dict(state["lora"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
-        self.generator.set_state(state["generator"])
         set_rng_state(state["rng"])
         self.step = state["step"]
 
 
-def make_trainer(models: SDModels, n_train: int, cfg: FinetuneConfig) -> Trainer:
-    """AdamW over the LoRA params (constant LR) and the seeded data-order / noise generators."""
+def make_trainer(
+    models: SDModels, n_train: int, cfg: FinetuneConfig, world: distributed.World = distributed.SINGLE
+) -> Trainer:
+    """AdamW over the LoRA params (constant LR) and the seeded data order of the global batches."""
     params = list(lora_params(models.unet).values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
     sampler = EpochSampler(n_train, cfg.batch_size, cfg.seed)
-    return Trainer(models, params, optimizer, sampler, torch.Generator().manual_seed(cfg.seed + 1))
+    return Trainer(models, params, optimizer, sampler, world)
 
 
 def save_state(trainer: Trainer, cfg: FinetuneConfig, state_dir: Path) -> None:
-    """Write the resumable state atomically."""
-    with atomic_path(state_dir / STATE_FILE) as tmp:
-        torch.save(trainer.state_dict(cfg), tmp)
+    """Write the resumable state atomically (process 0; the others wait until it is written)."""
+    if trainer.world.is_main:
+        with atomic_path(state_dir / STATE_FILE) as tmp:
+            torch.save(trainer.state_dict(cfg), tmp)
+    distributed.barrier(trainer.world)
+
+
+def optimizer_step(trainer: Trainer, table: pd.DataFrame, means, cfg: FinetuneConfig) -> dict[str, float]:
+    """One optimizer step on the next global batch: this process's micro-batches, their gradients
+    accumulated (each loss / micro-batches per step), averaged over the processes, clipped to norm
+    1.0 (as the official script), AdamW. Returns the loss parts averaged over all micro-batches."""
+    world = trainer.world
+    micro, per_rank = accumulation(cfg.batch_size, cfg.micro_batch, world.size)
+    rows = table.iloc[trainer.sampler.next_indices()]
+    totals: dict[str, float] = {}
+    for j in range(world.rank * per_rank, (world.rank + 1) * per_rank):
+        generator = micro_generator(cfg.seed, trainer.step, j)
+        batch = make_batch(rows.iloc[j * micro : (j + 1) * micro], cfg, means, generator)
+        loss, parts = training_step(trainer.models, batch, cfg, generator)
+        (loss / per_rank).backward()
+        for key, value in parts.items():
+            totals[key] = totals.get(key, 0.0) + value / per_rank
+    if world.size > 1:
+        import torch.distributed as dist
+
+        for p in trainer.params:
+            dist.all_reduce(p.grad)
+            p.grad /= world.size
+        summed = torch.tensor(list(totals.values()), dtype=torch.float64)
+        dist.all_reduce(summed)
+        totals = dict(zip(totals, (summed / world.size).tolist(), strict=True))
+    torch.nn.utils.clip_grad_norm_(trainer.params, 1.0)
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return totals
 
 
 def saved_state(state_dir: Path) -> dict | None:
@@ -308,12 +348,19 @@ def saved_state(state_dir: Path) -> dict | None:
 
 
 def resume(trainer: Trainer, cfg: FinetuneConfig, state_dir: Path, state: dict | None) -> None:
-    """Continue from ``state`` (see :func:`saved_state`); keep the log only up to its step."""
+    """Continue from ``state`` (see :func:`saved_state`); keep the log only up to its step. A state of
+    other settings (Snakemake reruns the job after a change) is set aside and the run starts afresh."""
     log_path = state_dir / LOG_FILE
+    if state is not None and state["config"] != asdict(cfg):
+        if trainer.world.is_main:
+            set_aside(state_dir / STATE_FILE, f"made with other settings {state['config']}")
+            log_path.unlink(missing_ok=True)
+        distributed.barrier(trainer.world)
+        state = None
     if state is not None:
         trainer.load_state_dict(state, cfg)
         log.info("resuming from step %d", trainer.step)
-    if log_path.exists():
+    if log_path.exists() and trainer.world.is_main:
         lines = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] <= trainer.step]
         log_path.write_text("".join(ln + "\n" for ln in lines))
 
@@ -332,20 +379,24 @@ def train(
     from tqdm import tqdm
 
     parts: dict[str, float] = {}
-    bar = tqdm(total=steps, initial=trainer.step, desc="finetune", file=sys.stderr)
-    with bar, open(state_dir / LOG_FILE, "a") as log_file:
-        while trainer.step < steps and not stop.raised:
-            batch = make_batch(table.iloc[trainer.sampler.next_indices()], cfg, means, trainer.generator)
-            loss, parts = training_step(trainer.models, batch, cfg, trainer.generator)
-            apply_gradients(loss, trainer.params, trainer.optimizer)
+    main = trainer.world.is_main
+    bar = tqdm(total=steps, initial=trainer.step, desc="finetune", file=sys.stderr, disable=not main)
+    log_file = open(state_dir / LOG_FILE, "a") if main else None  # noqa: SIM115 (closed below)
+    try:
+        while trainer.step < steps and not distributed.any_rank(stop.raised, trainer.world):
+            parts = optimizer_step(trainer, table, means, cfg)
             trainer.step += 1
             bar.update(1)
             bar.set_postfix({k: f"{v:.4g}" for k, v in parts.items()})
-            if trainer.step % LOG_EVERY == 0 or trainer.step in (1, steps):
+            if log_file and (trainer.step % LOG_EVERY == 0 or trainer.step in (1, steps)):
                 log_file.write(json.dumps({"step": trainer.step, **parts}) + "\n")
                 log_file.flush()
             if trainer.step % checkpoint_every == 0 or trainer.step == steps:
                 save_state(trainer, cfg, state_dir)
+    finally:
+        bar.close()
+        if log_file:
+            log_file.close()
     if trainer.step < steps:
         save_state(trainer, cfg, state_dir)
     return parts
@@ -399,7 +450,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between state checkpoints")
     p.add_argument("--rank", type=int, default=FinetuneConfig.rank)
     p.add_argument("--lr", type=float, default=FinetuneConfig.lr)
-    p.add_argument("--batch-size", type=int, default=FinetuneConfig.batch_size)
+    p.add_argument("--batch-size", type=int, default=FinetuneConfig.batch_size,
+                   help="global batch of one optimizer step, whatever the number of processes")  # fmt: skip
+    p.add_argument("--micro-batch", type=int, default=None,
+                   help="images per UNet pass per process (default: global batch / processes)")  # fmt: skip
     p.add_argument("--resolution", type=int, default=FinetuneConfig.resolution)
     p.add_argument("--snr-gamma", type=float, default=FinetuneConfig.snr_gamma)
     p.add_argument("--mmd-weight", type=float, default=FinetuneConfig.mmd_weight)
@@ -429,14 +483,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if per_image and not args.image_embeddings and not args.no_visual_guidance:
         p.error("--guidance-source image needs --image-embeddings")
     steps_or_epochs = args.max_steps if args.max_steps is not None else args.epochs
-    if min(args.checkpoint_every, steps_or_epochs, args.batch_size) < 1:
-        p.error("--checkpoint-every, --max-steps, --epochs and --batch-size must be positive")
+    if min(args.checkpoint_every, steps_or_epochs, args.batch_size, args.micro_batch or 1) < 1:
+        p.error("--checkpoint-every, --max-steps, --epochs, --batch-size and --micro-batch must be positive")
     return args
 
 
 @provenance.stage(inputs=("index", "captions", "class_means", "image_embeddings", "model"))
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    world = distributed.world_from_env()  # torchrun: one process per GPU
     state = saved_state(args.state_dir)
     set_offline()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -446,13 +501,17 @@ def main(argv: list[str] | None = None) -> None:
         args.rank, args.lr, args.batch_size, args.resolution, args.snr_gamma, args.mmd_weight,
         args.prompt, not args.no_visual_guidance, not args.no_caption, args.seed,
         args.mmd_kind, tuple(args.mmd_bandwidths), args.mmd_bandwidth_base, args.guidance_source, args.crop,
+        args.micro_batch,
     )  # fmt: skip
+    accumulation(cfg.batch_size, cfg.micro_batch, world.size)  # a bad split fails before any model loads
     captions = None if args.no_caption else pd.read_parquet(args.captions)
     table = training_table(pd.read_parquet(args.index), captions, args.captions)
     means = guidance_source(args)
-    steps = total_steps(len(table), cfg.batch_size, args.max_steps, args.epochs)
-    models = load_models(args.model, cfg.rank, resolve_device(args.device), cfg.seed)
-    trainer = make_trainer(models, len(table), cfg)
+    steps = lora_steps(len(table), cfg.batch_size, args.max_steps, args.epochs)
+    device = distributed.device_for(resolve_device(args.device), world)
+    distributed.start(world, device.type)
+    models = load_models(args.model, cfg.rank, str(device), cfg.seed)
+    trainer = make_trainer(models, len(table), cfg, world)
     args.state_dir.mkdir(parents=True, exist_ok=True)
     resume(trainer, cfg, args.state_dir, state)
     start_step, start_time = trainer.step, time.time()
@@ -460,11 +519,15 @@ def main(argv: list[str] | None = None) -> None:
         parts = train(trainer, table, means, cfg, steps, args.state_dir, args.checkpoint_every, stop)
     if trainer.step < steps:
         log.info("stop signal: saved step %d, exit %d to resume", trainer.step, EXIT_RESUMABLE)
+        distributed.stop(world)
         raise SystemExit(EXIT_RESUMABLE)
-    save_lora(trainer.models.unet, args.out)
-    summary = {"out": str(args.out), "steps": steps, "resumed_from": start_step, "n_train": len(table),
-               "seconds": round(time.time() - start_time, 2), **parts}  # fmt: skip
-    print(json.dumps(summary))
+    if world.is_main:
+        save_lora(trainer.models.unet, args.out)
+        summary = {"out": str(args.out), "steps": steps, "resumed_from": start_step, "n_train": len(table),
+                   "processes": world.size, "seconds": round(time.time() - start_time, 2),
+                   **parts}  # fmt: skip
+        print(json.dumps(summary))
+    distributed.stop(world)
 
 
 if __name__ == "__main__":

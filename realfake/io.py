@@ -14,6 +14,7 @@ import os
 import pickle
 import shutil
 import socket
+import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -184,3 +185,14 @@ def set_offline() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def set_aside(path: str | Path, why: str) -> Path:
+    """Rename a resumable state that belongs to other settings to ``<name>.stale`` (replacing an
+    older one) and say so: a job that Snakemake reruns because its settings or code changed must
+    start afresh, not stop on the previous run's checkpoint, and nothing is deleted."""
+    path = Path(path)
+    stale = path.with_name(path.name + ".stale")
+    os.replace(path, stale)
+    print(f"{path}: {why}; starting afresh (the old state is kept as {stale})", file=sys.stderr, flush=True)
+    return stale

@@ -31,13 +31,13 @@ class StageCost:
     resolution: int
 
 
-# items: images (caption, embed, synthesize, evaluate, sscd), optimiser steps (finetune),
-# image-epochs (train)
+# items: images (caption, embed, synthesize, evaluate, sscd), image-steps (finetune: optimiser
+# steps x global batch; measured at batch 8), image-epochs (train)
 COSTS: dict[str, dict[str, StageCost]] = {
     "tiny": {
         "caption": StageCost(2000, 8.0, 0.04, 64),
         "embed": StageCost(2000, 8.0, 0.03, 64),
-        "finetune": StageCost(2000, 8.0, 0.15, 64),
+        "finetune": StageCost(2000, 8.0, 0.15 / 8, 64),
         "synthesize": StageCost(2000, 8.0, 0.25, 64),
         "train": StageCost(2000, 8.0, 0.005, 64),
         "evaluate": StageCost(2000, 8.0, 0.01, 64),
@@ -46,7 +46,7 @@ COSTS: dict[str, dict[str, StageCost]] = {
     "paper": {
         "caption": StageCost(32000, 120.0, 0.05, 512),
         "embed": StageCost(8000, 60.0, 0.01, 512),
-        "finetune": StageCost(24000, 120.0, 0.6, 512),
+        "finetune": StageCost(24000, 120.0, 0.6 / 8, 512),
         "synthesize": StageCost(16000, 120.0, 1.0, 512),
         "train": StageCost(64000, 60.0, 0.002, 224),
         "evaluate": StageCost(16000, 60.0, 0.002, 224),

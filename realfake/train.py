@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from realfake import distributed, provenance
 from realfake.distributed import SINGLE, World
-from realfake.io import atomic_path, load_weights_only, set_offline
+from realfake.io import atomic_path, load_weights_only, set_aside, set_offline
 from realfake.models import create_classifier, resolve_device
 from realfake.recipes import (
     ImageBytesDataset,
@@ -186,6 +186,11 @@ def fit(
     steps_per_epoch = len(dataset) // global_batch
     if steps_per_epoch == 0:
         raise ValueError(f"{len(dataset)} training images cannot fill one global batch of {global_batch}")
+    if state is not None and state["fingerprint"] != fingerprint:
+        if world.is_main:  # a rerun after a change of recipe, data or code: start afresh
+            set_aside(state_path, f"belongs to another run ({state['fingerprint']})")
+        distributed.barrier(world)
+        state = None
     epoch, step = trainer.load(state, state_path, fingerprint) if state is not None else (0, 0)
     trainer.scheduler.step(epoch)
     while epoch < recipe.epochs:

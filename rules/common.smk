@@ -11,6 +11,7 @@ from snakemake.common import overwrite_function_params
 
 sys.path.insert(0, workflow.basedir)
 
+from realfake.budget import lora_steps
 from realfake.config import validate
 
 # params: code=code_hash("<module>") in every rule: the hash of the realfake files that stage
@@ -360,8 +361,9 @@ def experiment_index(wildcards):
 
 def train_launcher(wildcards, resources):
     """``python`` for one GPU; with ``gpu=N`` > 1 allocated (a profile's set-resources),
-    ``torchrun`` with N processes on this node: realfake.train then runs data-parallel
-    with the recipe's batch_size per process (docs/stages.md, "Multi-GPU")."""
+    ``torchrun`` with N processes on this node: realfake.train then runs data-parallel with the
+    recipe's batch_size per process, realfake.finetune with the setting's global batch_size
+    (docs/stages.md, "Multi-GPU")."""
     gpus = int(getattr(resources, "gpu", 1) or 1)
     return f"torchrun --standalone --nproc-per-node {gpus}" if gpus > 1 else "python"
 
@@ -444,10 +446,12 @@ def stage_items(stage, wildcards):
     if stage == "evaluate":
         return cfg["test_size"]
     if stage == "finetune":
-        # the step budget, as realfake.finetune.total_steps counts it
+        # image-steps: the step budget (realfake.budget, as the stage counts it) x the global batch
         ft = settings("finetune", wildcards)
-        steps_per_epoch = -(-cfg["train_size"] // ft["batch_size"])
-        return ft["max_steps"] or ft["epochs"] * steps_per_epoch
+        steps = lora_steps(
+            cfg["train_size"], ft["batch_size"], ft.get("max_steps"), ft.get("epochs")
+        )
+        return steps * ft["batch_size"]
     if stage == "train":
         epochs = settings("recipes", wildcards)["epochs"]
         exp = experiment(wildcards)
@@ -873,8 +877,13 @@ def lira_runtime(stage):
     def runtime(wildcards, attempt):
         if stage == "finetune":
             cfg = lira_settings("finetune", wildcards)
-            steps_per_epoch = -(-lira_members(wildcards) // cfg["batch_size"])
-            items = cfg.get("max_steps") or cfg["epochs"] * steps_per_epoch
+            steps = lora_steps(
+                lira_members(wildcards),
+                cfg["batch_size"],
+                cfg.get("max_steps"),
+                cfg.get("epochs"),
+            )
+            items = steps * cfg["batch_size"]
             resolution = cfg["resolution"]
         elif stage == "synthesize":
             items = lira_shard_size(wildcards)

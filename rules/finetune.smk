@@ -23,7 +23,9 @@ rule finetune_lora:
         # model, the dataset's finetune: setting (budget, MMD weight and kind...), guidance switches
         # of the LoRA name, captions, embedding shards: realfake.commands.finetune_argv
         args=finetune_args,
+        # torchrun with gpu=N > 1: data-parallel, the same updates (global batch_size)
+        launcher=train_launcher,
         state_dir="results/{dataset}/lora/{lora}/state",
     shell:
-        "python -m realfake.finetune --index {input.index} --class-means {input.class_means}"
+        "{params.launcher} -m realfake.finetune --index {input.index} --class-means {input.class_means}"
         " {params.args} --state-dir {params.state_dir} --threads {threads} --out {output} > {log} 2>&1"

@@ -49,6 +49,7 @@ def small_config() -> dict:
     config["recipes"]["tiny"].update(epochs=2, decay_epochs=[1], batch_size=8)
     config["experiment"]["tables"] = TABLES
     config["tiny"]["tables"] = []  # none is the tiny default's: rule all builds them all
+    config["tiny"]["toy_tables"] = []
     config["lira"] = {"tiny": config["lira"]["tiny"]}  # LiRA runs in test_pipeline_e2e.py, not here
     # OOD sets and figures of the tiny dataset only (their targets are added to the run below)
     config["ood"] = {"tiny": config["ood"]["tiny"]}

@@ -52,8 +52,8 @@ def test_shard_length_counts_the_short_last_shard():
 def test_items_per_stage(planner):
     assert planner.items("synthesize", Job("synthesize_shard", {"dataset": "d", "shard": "00002"})) == 50
     assert planner.items("evaluate", Job("evaluate_classifier", {"experiment": "d_x2"})) == 40
-    # 3 epochs of ceil(250 / 8) = 32 steps
-    assert planner.items("finetune", Job("finetune_lora", {"dataset": "d", "lora": "vg-mmd"})) == 96
+    # 3 epochs of 250 // 8 = 31 whole global batches (realfake.budget)
+    assert planner.items("finetune", Job("finetune_lora", {"dataset": "d", "lora": "vg-mmd"})) == 93
     # 5 epochs x 250 images x (2 synthetic passes + the real split)
     assert planner.items("train", Job("train_classifier", {"experiment": "d_real+x2"})) == 5 * 250 * 3
 

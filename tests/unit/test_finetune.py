@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from realfake import finetune as ft
+from realfake.budget import accumulation, lora_steps
 from realfake.resume import StopFlag
 
 NUM_CLASSES, PER_CLASS, HIDDEN = 4, 2, 32
@@ -53,18 +60,51 @@ def unet_output(unet: torch.nn.Module) -> torch.Tensor:
         return unet(latents, torch.tensor([10, 500]), encoder_hidden_states=cond).sample
 
 
-def test_total_steps():
-    assert ft.total_steps(10, 4, max_steps=7, epochs=None) == 7
-    assert ft.total_steps(10, 4, max_steps=None, epochs=3) == 9
+def test_step_budget_and_batch_split():
+    assert lora_steps(10, 4, max_steps=7, epochs=None) == 7
+    assert lora_steps(10, 4, max_steps=None, epochs=3) == 6  # whole global batches only
+    with pytest.raises(ValueError, match="cannot fill one global batch"):
+        lora_steps(3, 4, None, 1)
+    assert accumulation(64, 8, 1) == (8, 8) and accumulation(64, 8, 8) == (8, 1)
+    assert accumulation(64, None, 4) == (16, 1) and accumulation(8, None, 1) == (8, 1)
+    with pytest.raises(ValueError, match="micro_batch 3"):
+        accumulation(64, 3, 2)
+
+
+def test_epoch_sampler_drops_the_incomplete_batch():
+    sampler = ft.EpochSampler(10, 4, seed=0)
+    first = sampler.next_indices() + sampler.next_indices()
+    assert len(first) == 8 and len(set(first)) == 8
+    assert len(sampler.next_indices()) == 4  # a new epoch, not the 2 left over
+
+
+def lora_after(tiny_zoo, tiny_inputs, cfg, steps: int) -> dict[str, torch.Tensor]:
+    models = ft.load_models(str(tiny_zoo / "sd"), cfg.rank, "cpu", cfg.seed)
+    table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
+    trainer = ft.make_trainer(models, len(table), cfg)
+    with tempfile.TemporaryDirectory() as state:
+        ft.train(trainer, table, tiny_inputs["means"], cfg, steps, Path(state), 100, StopFlag())
+    return {n: p.detach().clone() for n, p in ft.lora_params(models.unet).items()}
+
+
+def test_micro_batches_accumulate_to_the_same_update(tiny_zoo, tiny_inputs):
+    """Global batch 4 as 2 micro-batches of 2 equals the same 2 micro-batches in one process of a
+    2-process run (below): the update depends on the global batch, not on how it is split over
+    processes. With the MMD term per micro-batch, a micro-batch of 4 is a different objective."""
+    split = lora_after(tiny_zoo, tiny_inputs, replace(CFG, micro_batch=2), 2)
+    again = lora_after(tiny_zoo, tiny_inputs, replace(CFG, micro_batch=2), 2)
+    whole = lora_after(tiny_zoo, tiny_inputs, CFG, 2)
+    assert all(torch.equal(split[n], again[n]) for n in split)
+    assert any(not torch.allclose(split[n], whole[n]) for n in split)
 
 
 def test_epoch_sampler_covers_each_epoch_and_restores():
-    sampler = ft.EpochSampler(5, 2, seed=0)
+    sampler = ft.EpochSampler(6, 2, seed=0)
     epoch = sampler.next_indices() + sampler.next_indices() + sampler.next_indices()
-    assert sorted(epoch) == [0, 1, 2, 3, 4]
+    assert sorted(epoch) == [0, 1, 2, 3, 4, 5]
     state = sampler.state_dict()
     ahead = [sampler.next_indices() for _ in range(4)]
-    restored = ft.EpochSampler(5, 2, seed=123)
+    restored = ft.EpochSampler(6, 2, seed=123)
     restored.load_state_dict(state)
     assert [restored.next_indices() for _ in range(4)] == ahead
 
@@ -187,13 +227,21 @@ def test_resumed_run_equals_uninterrupted(tiny_zoo, tiny_inputs, tmp_path, monke
     assert logs[0] == logs[1]
 
 
-def test_resume_refuses_other_hyperparameters(tiny_zoo, tiny_inputs, tmp_path):
+def test_a_state_of_other_settings_is_set_aside_not_resumed(tiny_zoo, tiny_inputs, tmp_path, capsys):
+    """Snakemake reruns the job after a settings change: the old checkpoint must not stop it (nor
+    be resumed), and is kept under another name."""
     models = ft.load_models(str(tiny_zoo / "sd"), CFG.rank, "cpu", CFG.seed)
     trainer = ft.make_trainer(models, 8, CFG)
+    trainer.step = 5
     ft.save_state(trainer, CFG, tmp_path)
     other = ft.FinetuneConfig(**{**CFG.__dict__, "mmd_weight": 0.5})
-    with pytest.raises(ValueError, match="state was made with"):
-        ft.resume(ft.make_trainer(models, 8, other), other, tmp_path, ft.saved_state(tmp_path))
+    fresh = ft.make_trainer(models, 8, other)
+    ft.resume(fresh, other, tmp_path, ft.saved_state(tmp_path))
+    assert fresh.step == 0 and not (tmp_path / ft.STATE_FILE).exists()
+    assert torch.load(tmp_path / (ft.STATE_FILE + ".stale"), weights_only=True)["step"] == 5
+    assert "starting afresh" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="state was made with"):  # load_state_dict itself still refuses
+        fresh.load_state_dict(torch.load(tmp_path / (ft.STATE_FILE + ".stale"), weights_only=True), other)
 
 
 def test_v_prediction_is_refused(tiny_zoo, tmp_path):
@@ -204,3 +252,27 @@ def test_v_prediction_is_refused(tiny_zoo, tmp_path):
     config_path.write_text(json.dumps({**config, "prediction_type": "v_prediction"}))
     with pytest.raises(NotImplementedError, match="v_prediction"):
         ft.load_models(str(sd), 4, "cpu", 0)
+
+
+def test_two_processes_make_the_updates_of_one(tiny_zoo, tiny_inputs, tmp_path):
+    """``torchrun --nproc-per-node 2 -m realfake.finetune`` (rule finetune_lora with gpu=2, gloo on
+    CPU), global batch 4 in micro-batches of 2, ends with the LoRA of one process accumulating the
+    same two micro-batches: equal up to float summation order; one LoRA file, one state."""
+    common = ["--micro-batch", "2", "--checkpoint-every", "100", "--threads", "1"]
+    one = tmp_path / "one" / "lora.safetensors"
+    ft.main([*finetune_argv(tiny_inputs, tiny_zoo, one, tmp_path / "one_state"), *common])
+    two = tmp_path / "two" / "lora.safetensors"
+    argv = [*finetune_argv(tiny_inputs, tiny_zoo, two, tmp_path / "two_state"), *common]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "realfake.finetune", *argv],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count('"processes": 2') == 1  # the summary of rank 0 only
+    a, b = load_file(one), load_file(two)
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a)
+    assert any(not torch.equal(a[k], torch.zeros_like(a[k])) for k in a)
+    assert [p.name for p in (tmp_path / "two_state").iterdir() if p.suffix == ".pt"] == [ft.STATE_FILE]

@@ -215,6 +215,13 @@ def test_train_writes_loadable_checkpoint(tiny, capsys):
     state = torch.load(tiny["tmp"] / "run" / "state" / "state.pt", weights_only=True)
     assert (state["epoch"], state["step"]) == (2, 0)
 
+    # Snakemake reruns the job after a recipe change: the finished run's state is set aside
+    rerun = {**recipe, "lr": recipe["lr"] / 2}
+    train.main(train_argv(tiny, rerun, "run", "--index", str(tiny["index"]), "--real"))
+    assert "starting afresh" in capsys.readouterr().err
+    stale = torch.load(tiny["tmp"] / "run" / "state" / "state.pt.stale", weights_only=True)
+    assert stale["fingerprint"] != torch.load(tiny["tmp"] / "run" / "state" / "state.pt")["fingerprint"]
+
 
 def interrupt_at(monkeypatch, call: int, sig: signal.Signals) -> None:
     """Make the ``call``-th image read (1-based) deliver ``sig`` to this process, as SLURM would."""
