@@ -289,6 +289,13 @@ class Planner:
         """A model reference: a local directory under ``root`` when it exists, else the hub id."""
         ref = self.models(dataset)[kind]
         local = self.root / ref
+        zoo = self.config.get("tiny", {}).get("zoo")
+        if not local.exists() and zoo and Path(ref).is_relative_to(zoo):
+            raise SystemExit(
+                f"models.{self.config['datasets'][dataset]['models']}.{kind}: {ref} is not built yet, and "
+                f"its size decides the estimate: build the tiny zoo first (snakemake {ref}), or pass "
+                "--workdir where it is built"
+            )
         return str(local) if local.exists() else ref
 
     def dataset(self, job: Job) -> str:

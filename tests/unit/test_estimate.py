@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from realfake import estimate
 from realfake.estimate import Gpu, Job, JobCost, Planner
@@ -154,3 +155,10 @@ def test_a_partial_configfile_is_merged_over_config_yaml_as_snakemake_does(tmp_p
     merged = estimate.merged_config(tmp_path / "config.yaml", tmp_path / "my.yaml")
     assert merged == {"a": {"b": 1, "c": 3}, "d": [5]}
     assert estimate.merged_config(tmp_path / "config.yaml", tmp_path / "config.yaml")["a"]["c"] == 2
+
+
+def test_an_unbuilt_tiny_zoo_model_is_named_not_a_key_error(tmp_path):
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "config.yaml").read_text())
+    planner = Planner(config, tmp_path)
+    with pytest.raises(SystemExit, match=r"models.tiny.clip: results/zoo/tiny/clip is not built yet"):
+        planner.model("clip", "tiny")
