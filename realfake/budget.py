@@ -1,11 +1,12 @@
-"""Step budgets and batch splits of LoRA fine-tuning, shared by the stage, the DAG's resource
-estimates and ``realfake estimate`` (light: no torch), so the three cannot count differently.
+"""Step budgets and batch splits of the training stages, shared by the stages, the DAG's resource
+estimates and ``realfake estimate`` (light: no torch), so they cannot count differently.
 
-A ``finetune:`` setting's ``batch_size`` is the *global* batch of one optimizer step, whatever the
-number of processes; ``micro_batch`` is what one process puts through the UNet at once (the
-paper's per-GPU batch, 8). A run on ``world`` processes accumulates ``batch_size / (world x
-micro_batch)`` micro-batches per step, so the same setting gives the same steps and the same
-updates on 1 GPU or 8 (docs/fidelity.md).
+A ``finetune:`` setting's or a recipe's ``batch_size`` is the *global* batch of one optimizer step,
+whatever the number of processes; ``micro_batch`` is what one process puts through the model at
+once (the paper's per-GPU batch: LoRA 8, classifiers 128 or 512). A run on ``world`` processes
+accumulates ``batch_size / (world x micro_batch)`` micro-batches per step, so the same setting
+gives the same steps and the same updates on 1 GPU or 8 (docs/fidelity.md; BatchNorm sees
+micro-batches either way).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def accumulation(batch_size: int, micro_batch: int | None, world: int) -> tuple[
     micro = micro_batch or batch_size // world
     if micro < 1 or batch_size % (micro * world):
         raise ValueError(
-            f"finetune batch_size {batch_size} is not a whole number of micro_batch {micro_batch} x "
+            f"batch_size {batch_size} is not a whole number of micro_batch {micro_batch} x "
             f"{world} processes: choose a micro_batch that divides batch_size / processes"
         )
     return micro, batch_size // (micro * world)

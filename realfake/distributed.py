@@ -1,13 +1,15 @@
-"""Data-parallel classifier training under torchrun (``torchrun --nproc-per-node N -m realfake.train``).
+"""Data-parallel training under torchrun (``torchrun --nproc-per-node N -m realfake.train``, or
+``-m realfake.finetune``).
 
 torchrun sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` for each process; without them the
 world is one process and nothing here touches ``torch.distributed``. Semantics (docs/stages.md):
 
-* A recipe's ``batch_size`` is per process; a step's global batch is ``batch_size * world size``
-  (the paper's 1024 = 128 x 8 GPUs). The learning rate is not rescaled.
-* Each epoch's global order (a pure function of seed and epoch) is cut into global batches of
-  ``batch_size * size`` images; rank ``r`` takes the ``r``-th slice of ``batch_size`` in each, so
-  the images of step ``s`` are the same as those of one process with the global batch size.
+* A recipe's ``batch_size`` is the global batch of a step (the paper's 1024 = 128 x 8 GPUs), on
+  any number of processes; each accumulates micro-batches (:mod:`realfake.budget`). The learning
+  rate is not rescaled.
+* Each epoch's global order (a pure function of seed and epoch) is cut into global batches; rank
+  ``r`` takes the ``r``-th slice of ``batch_size / size`` in each (:func:`rank_order`), so the
+  images of step ``s`` are the same on any number of processes.
 * Gradients are averaged over ranks by DDP; only rank 0 writes files, and the resumable state
   holds every rank's RNG state, so a resumed run continues exactly.
 """

@@ -60,7 +60,7 @@ class Recipe:
     """Every hyper-parameter of one classifier training run; optional keys default to "off"."""
 
     epochs: int
-    batch_size: int
+    batch_size: int  # global, per optimizer step (realfake.budget)
     opt: str
     lr: float
     momentum: float = 0.9
@@ -84,6 +84,7 @@ class Recipe:
     test_size: int = 224
     crop_pct: float | None = None
     amp: bool = False
+    micro_batch: int | None = None  # images per forward pass per process; None: batch_size / processes
 
     @property
     def mixes(self) -> bool:
@@ -97,6 +98,7 @@ TRAIN_INTERPOLATIONS = (None, "random", "bilinear", "bicubic", "nearest")
 
 _ACCEPTED: dict[Any, tuple[type, ...]] = {
     int: (int,),
+    int | None: (int, type(None)),
     float: (int, float),
     bool: (bool,),
     str: (str,),
@@ -136,8 +138,9 @@ def _check_values(recipe: Recipe) -> None:
     """Refuse values that timm would accept but that cannot be what was meant."""
     if recipe.epochs < 1 or recipe.batch_size < 1:
         raise ValueError("recipe keys 'epochs' and 'batch_size' must be >= 1")
-    if recipe.mixes and recipe.batch_size % 2:
-        raise ValueError(f"recipe key 'batch_size' must be even with mixup/cutmix, got {recipe.batch_size}")
+    if recipe.mixes and (recipe.micro_batch or recipe.batch_size) % 2:
+        key = "micro_batch" if recipe.micro_batch else "batch_size"
+        raise ValueError(f"recipe key {key!r} must be even with mixup/cutmix, got {getattr(recipe, key)}")
     if recipe.sched == "multistep" and not recipe.decay_epochs:
         raise ValueError("recipe key 'decay_epochs' must list the milestones of sched 'multistep'")
     if not all(isinstance(e, int) and not isinstance(e, bool) for e in recipe.decay_epochs):

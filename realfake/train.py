@@ -4,8 +4,11 @@ Data: one map-style dataset over synthetic shard samples and real files (``realf
 ``SampleTable``), shuffled globally each epoch in an order that is a pure function of (seed, epoch),
 which makes resuming exact.
 
-Multi-GPU: launched by ``torchrun --nproc-per-node N``, it trains data-parallel with the recipe's
-``batch_size`` per process (global batch N x batch_size; :mod:`realfake.distributed`).
+Batches: the recipe's ``batch_size`` is the global batch of one optimizer step, whatever the number
+of processes, and ``micro_batch`` the images of one forward pass of one process (the paper's
+per-GPU batch): launched by ``torchrun --nproc-per-node N``, it trains data-parallel and each
+process accumulates ``batch_size / (N x micro_batch)`` micro-batches per step
+(:mod:`realfake.budget`, :mod:`realfake.distributed`). BatchNorm sees micro-batches.
 
 Resuming: the state in ``--state-dir`` is saved after every epoch, and on SIGTERM/SIGUSR1 after the
 current step (then the process exits with 75, EX_TEMPFAIL: rerun the same command to continue).
@@ -14,6 +17,7 @@ current step (then the process exits with 75, EX_TEMPFAIL: rerun the same comman
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -29,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from realfake import distributed, provenance
+from realfake.budget import accumulation
 from realfake.distributed import SINGLE, World
 from realfake.io import atomic_path, load_weights_only, set_aside, set_offline
 from realfake.models import create_classifier, resolve_device
@@ -65,23 +70,25 @@ def seed_worker(worker_id: int) -> None:
 
 def epoch_loader(
     dataset: Dataset,
-    batch_size: int,
+    per_process: int,
+    micro_batch: int,
     *,
     seed: int,
     epoch: int,
-    skip_batches: int,
+    skip_steps: int,
     workers: int,
     world: World = SINGLE,
 ):
-    """Batches of ``epoch`` in an order fixed by (seed, epoch), minus the first ``skip_batches``;
-    with several processes, this rank's share of each global batch (realfake.distributed)."""
+    """Micro-batches of ``epoch`` in an order fixed by (seed, epoch), minus the first ``skip_steps``
+    steps: this rank's ``per_process`` share of each global batch (realfake.distributed), in
+    micro-batches of ``micro_batch`` (``per_process / micro_batch`` of them make one step)."""
     epoch_seed = seed * 1_000_003 + epoch
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(epoch_seed))
-    order = distributed.rank_order(order, batch_size, world)
+    order = distributed.rank_order(order, per_process, world)
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=order[skip_batches * batch_size :].tolist(),
+        batch_size=micro_batch,
+        sampler=order[skip_steps * per_process :].tolist(),
         num_workers=workers,
         drop_last=True,  # as timm: Mixup needs even batches, and no tiny last batch skews BatchNorm
         pin_memory=torch.cuda.is_available(),
@@ -108,18 +115,28 @@ class Trainer:
         self.loss_fn = create_loss(self.recipe).to(self.device)
         self.mixup = create_mixup(self.recipe, self.model.num_classes)
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        """One optimisation step on a batch; returns the loss."""
-        images, targets = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-        if self.mixup is not None:
-            images, targets = self.mixup(images, targets)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
-            loss = self.loss_fn(self.network(images), targets)
+    def step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """One optimisation step on this process's micro-batches of a global batch: their gradients
+        accumulate (each loss / their number; DDP syncs on the last only); returns the mean loss."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        total = 0.0
+        for i, (images, labels) in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or self.network is self.model else self.network.no_sync()
+            images, targets = (
+                images.to(self.device, non_blocking=True),
+                labels.to(self.device, non_blocking=True),
+            )
+            if self.mixup is not None:
+                images, targets = self.mixup(images, targets)
+            with sync:
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler.is_enabled()):
+                    loss = self.loss_fn(self.network(images), targets) / len(micro_batches)
+                self.scaler.scale(loss).backward()
+            total += loss.item()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss.item()
+        return total
 
     def save(self, path: Path, epoch: int, step: int, fingerprint: str) -> None:
         """Atomically write the resumable state: ``epoch`` in progress, ``step`` batches of it done.
@@ -182,7 +199,8 @@ def fit(
     fingerprint = f"{recipe_fingerprint(recipe)}|n={len(dataset)}|seed={seed}"
     if world.size > 1:  # the data order depends on it
         fingerprint += f"|world={world.size}"
-    global_batch = recipe.batch_size * world.size
+    global_batch = recipe.batch_size
+    micro, per_rank = accumulation(global_batch, recipe.micro_batch, world.size)
     steps_per_epoch = len(dataset) // global_batch
     if steps_per_epoch == 0:
         raise ValueError(f"{len(dataset)} training images cannot fill one global batch of {global_batch}")
@@ -195,16 +213,21 @@ def fit(
     trainer.scheduler.step(epoch)
     while epoch < recipe.epochs:
         loader = epoch_loader(
-            dataset, recipe.batch_size, seed=seed, epoch=epoch, skip_batches=step, workers=workers,
-            world=world,
+            dataset, global_batch // world.size, micro, seed=seed, epoch=epoch, skip_steps=step,
+            workers=workers, world=world,
         )  # fmt: skip
         lr, start, losses = trainer.optimizer.param_groups[0]["lr"], time.perf_counter(), []
         trainer.model.train()
         progress = tqdm(
             loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False, disable=not world.is_main
         )
+        pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         for images, labels in progress:
-            losses.append(trainer.step(images, labels))
+            pending.append((images, labels))
+            if len(pending) < per_rank:
+                continue
+            losses.append(trainer.step(pending))
+            pending = []
             stopping = distributed.any_rank(stop.raised, world)  # all ranks stop at the same step
             if stopping and step + len(losses) < steps_per_epoch:
                 trainer.save(state_path, epoch, step + len(losses), fingerprint)

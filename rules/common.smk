@@ -436,6 +436,19 @@ def recipe_value(key):
     return setting_value("recipes", key)
 
 
+def eval_batch(recipe):
+    """Evaluation batch of a recipe: its per-GPU micro-batch (its global batch_size is for 8 GPUs)."""
+    return recipe.get("micro_batch") or recipe["batch_size"]
+
+
+def recipe_eval_batch(wildcards):
+    return eval_batch(settings("recipes", wildcards))
+
+
+def lira_eval_batch(wildcards):
+    return eval_batch(lira_settings("recipes", wildcards))
+
+
 # Resource estimates (needs only; the cost table and arithmetic are in realfake/resources.py).
 # Snakemake calls them with the job's wildcards and attempt: a retry asks for more.
 def stage_items(stage, wildcards):

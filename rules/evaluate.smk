@@ -17,7 +17,7 @@ rule evaluate_classifier:
         runtime=runtime_estimate("evaluate"),
     params:
         code=code_hash("evaluate"),
-        batch_size=recipe_value("batch_size"),
+        batch_size=recipe_eval_batch,
     shell:
         "python -m realfake.evaluate --index {input.index} --checkpoint {input.checkpoint}"
         " --batch-size {params.batch_size} --workers {threads} --out {output} > {log} 2>&1"

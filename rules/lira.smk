@@ -187,7 +187,7 @@ rule lira_logits:
         runtime=lira_runtime("evaluate"),
     params:
         code=code_hash("lira"),
-        batch_size=lira_setting_value("recipes", "batch_size"),
+        batch_size=lira_eval_batch,
     shell:
         "python -m realfake.lira logits --index {input.index} --checkpoint {input.checkpoint}"
         " --batch-size {params.batch_size} --workers {threads} --out {output} > {log} 2>&1"

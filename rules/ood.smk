@@ -23,7 +23,7 @@ rule evaluate_ood:
         layouts=ood_field("layout", None),
         subsets=ood_field("subset", "none"),
         num_images=ood_field("num_images", "any"),
-        batch_size=recipe_value("batch_size"),
+        batch_size=recipe_eval_batch,
     shell:
         "python -m realfake.ood --index {input.index} --checkpoint {input.checkpoint}"
         " --names {params.names} --roots {params.roots:q} --layouts {params.layouts}"

@@ -1,9 +1,10 @@
 """Data-parallel classifier training (realfake.distributed + realfake.train) on CPU with gloo.
 
-Two spawned processes train a BatchNorm-free model on a tiny in-memory dataset with per-process
-batch B; they must take the same optimizer steps as one process with batch 2B and end with the
-same weights (DDP averages the two half-batch gradients = the full-batch gradient), write a valid
-checkpoint from rank 0 only, and resume exactly after a stop signal that reached one rank only.
+Two spawned processes train a BatchNorm-free model on a tiny in-memory dataset with the global
+batch 2B (B per process); they must take the same optimizer steps as one process with batch 2B, and
+as one process accumulating two micro-batches of B, and end with the same weights (DDP averages the
+two half-batch gradients = the full-batch gradient), write a valid checkpoint from rank 0 only, and
+resume exactly after a stop signal that reached one rank only.
 """
 
 from __future__ import annotations
@@ -70,16 +71,18 @@ class StopAt:
         return self.steps is not None and self.trainer.steps_taken >= self.steps
 
 
-def run_fit(batch_size: int, world: World, state_path: Path, stop_after: int | None = None):
-    """fit() on the tiny data; returns (finished, optimizer steps taken, final weights)."""
-    recipe = parse_recipe({**RECIPE, "batch_size": batch_size})
+def run_fit(
+    batch_size: int, world: World, state_path: Path, stop_after: int | None = None, micro: int | None = None
+):
+    """fit() on the tiny data (global ``batch_size``); returns (finished, steps taken, final weights)."""
+    recipe = parse_recipe({**RECIPE, "batch_size": batch_size, "micro_batch": micro})
     trainer = train.Trainer(TinyNet(), recipe, torch.device("cpu"), world)
     trainer.steps_taken = 0
     step = trainer.step
 
-    def counted(images, labels):
+    def counted(micro_batches):
         trainer.steps_taken += 1
-        return step(images, labels)
+        return step(micro_batches)
 
     trainer.step = counted
     finished = train.fit(
@@ -97,10 +100,11 @@ def ddp_worker(rank: int, port: int, out: str) -> None:
     world = world_from_env()
     distributed.start(world, "cpu")
     out_dir = Path(out)
-    finished, steps, weights = run_fit(PER_PROCESS_BATCH, world, out_dir / "straight.pt")
-    stopped = run_fit(PER_PROCESS_BATCH, world, out_dir / "resumed.pt", stop_after=4 if rank == 1 else None)
+    batch = 2 * PER_PROCESS_BATCH  # global
+    finished, steps, weights = run_fit(batch, world, out_dir / "straight.pt")
+    stopped = run_fit(batch, world, out_dir / "resumed.pt", stop_after=4 if rank == 1 else None)
     checkpoint = torch.load(out_dir / "resumed.pt", weights_only=True)
-    resumed = run_fit(PER_PROCESS_BATCH, world, out_dir / "resumed.pt")
+    resumed = run_fit(batch, world, out_dir / "resumed.pt")
     result = {
         "straight": [finished, steps],
         "stopped": stopped[:2],
@@ -154,6 +158,8 @@ def test_two_processes_match_one_with_the_global_batch(tmp_path):
     single = run_fit(2 * PER_PROCESS_BATCH, World(), tmp_path / "single.pt")
     steps = EPOCHS * (N_IMAGES // (2 * PER_PROCESS_BATCH))
     assert single[:2] == (True, steps)
+    accumulated = run_fit(2 * PER_PROCESS_BATCH, World(), tmp_path / "micro.pt", micro=PER_PROCESS_BATCH)
+    assert accumulated[:2] == (True, steps) and torch.allclose(accumulated[2], single[2], atol=1e-6)
     for result in ranks:
         assert result["straight"] == [True, steps]
         assert result["stopped"] == [False, 4]  # rank 1's signal stopped rank 0 at the same step
@@ -173,13 +179,13 @@ def test_two_processes_match_one_with_the_global_batch(tmp_path):
 @pytest.mark.slow
 def test_torchrun_cli_trains_and_rank0_writes(tmp_path):
     """``torchrun --nproc-per-node 2 -m realfake.train`` (what rule train_classifier runs with gpu=2)
-    on a 12-image shard: global batch 2 x 2, one classifier, one provenance record, a world-2 state."""
+    on a 12-image shard: global batch 4 = 2 x 2, one classifier, one provenance record, a world-2 state."""
     from test_train import BASE_RECIPE, write_index, write_shard
 
     levels = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
     index = write_index(tmp_path / "data", levels, n_train=4, n_test=2)
     shard = write_shard(tmp_path / "shard-00000.tar", index, levels)
-    recipe = {**BASE_RECIPE, "batch_size": 2}
+    recipe = {**BASE_RECIPE, "batch_size": 4}  # global: 2 per process
     out = tmp_path / "run" / "classifier.safetensors"
     argv = [
         "--shards", str(shard), "--num-classes", "3", "--arch", "resnet18",
