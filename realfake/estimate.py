@@ -443,7 +443,7 @@ def plan_jobs(target: str, snakefile: Path, configfile: Path, workdir: Path | No
     return parse_dry_run(proc.stdout + proc.stderr)
 
 
-def report(rows: list[RuleTotal], jobs: list[Job], gpu_name: str, gpu: Gpu) -> str:
+def report(rows: list[RuleTotal], jobs: list[Job], gpu_name: str, gpu: Gpu, gpus: int = 8) -> str:
     lines = [
         f"{'rule':<22}{'jobs':>7}{'items':>14}{'TFLOP':>12}{gpu_name + '-hours':>14}",
     ]
@@ -457,6 +457,10 @@ def report(rows: list[RuleTotal], jobs: list[Job], gpu_name: str, gpu: Gpu) -> s
         f"({other} other jobs without a model are not counted; {gpu.note}: peak {gpu.peak_tflops} TFLOP/s,"
         f" MFU {gpu.mfu:.2f}; start-up per job from realfake/resources.py)"
     )
+    lines.append(
+        f"wall-clock on {gpus} GPUs: at least {total / gpus:.4g} h (every stage spread over them: shard"
+        " jobs side by side, LoRA and classifiers data-parallel under torchrun; queue waits not counted)"
+    )
     return "\n".join(lines)
 
 
@@ -464,6 +468,7 @@ def main(argv: list[str] | None = None) -> list[RuleTotal]:
     p = argparse.ArgumentParser(prog="realfake estimate", description="GPU-hours per rule of a target")
     p.add_argument("target", help="a Snakemake target, e.g. results/in1k_x10/metrics.json")
     p.add_argument("--gpu", choices=sorted(GPUS), default="h100")
+    p.add_argument("--gpus", type=int, default=8, help="GPUs of the cluster share, for the wall-clock line")
     p.add_argument("--configfile", type=Path, default=REPO / "config.yaml")
     p.add_argument("--snakefile", type=Path, default=REPO / "Snakefile")
     p.add_argument(
@@ -476,7 +481,7 @@ def main(argv: list[str] | None = None) -> list[RuleTotal]:
     jobs = plan_jobs(args.target, args.snakefile, args.configfile, args.workdir)
     planner, gpu = Planner(config, args.workdir or Path(".")), GPUS[args.gpu]
     rows = estimate_rules(jobs, planner, gpu)
-    print(report(rows, jobs, args.gpu, gpu))
+    print(report(rows, jobs, args.gpu, gpu, args.gpus))
     return rows
 
 

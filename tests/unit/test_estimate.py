@@ -162,3 +162,12 @@ def test_an_unbuilt_tiny_zoo_model_is_named_not_a_key_error(tmp_path):
     planner = Planner(config, tmp_path)
     with pytest.raises(SystemExit, match=r"models.tiny.clip: results/zoo/tiny/clip is not built yet"):
         planner.model("clip", "tiny")
+
+
+def test_report_gives_the_wall_clock_on_n_gpus():
+    rows = [
+        estimate.RuleTotal("finetune_lora", 1, 100, 1e15, 40.0),
+        estimate.RuleTotal("synthesize_shard", 4, 10, 1e15, 24.0),
+    ]
+    text = estimate.report(rows, [], "h100", estimate.GPUS["h100"], gpus=8)
+    assert "wall-clock on 8 GPUs: at least 8 h" in text
