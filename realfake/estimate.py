@@ -464,6 +464,18 @@ def report(rows: list[RuleTotal], jobs: list[Job], gpu_name: str, gpu: Gpu, gpus
     return "\n".join(lines)
 
 
+def output_summary(outputs: Iterable) -> str:
+    """One line of the bytes a target writes (``realfake.preflight.Output`` rows), by kind."""
+    from realfake.hub import human_bytes
+
+    outputs = list(outputs)
+    parts = ", ".join(f"{o.count:,} x {o.what} {human_bytes(o.bytes)}" for o in outputs)
+    total = human_bytes(sum(o.bytes for o in outputs))
+    return (
+        f"output: ~{total} to write ({parts or 'nothing counted'}; `realfake preflight` checks the free disk)"
+    )
+
+
 def main(argv: list[str] | None = None) -> list[RuleTotal]:
     p = argparse.ArgumentParser(prog="realfake estimate", description="GPU-hours per rule of a target")
     p.add_argument("target", help="a Snakemake target, e.g. results/in1k_x10/metrics.json")
@@ -482,6 +494,9 @@ def main(argv: list[str] | None = None) -> list[RuleTotal]:
     planner, gpu = Planner(config, args.workdir or Path(".")), GPUS[args.gpu]
     rows = estimate_rules(jobs, planner, gpu)
     print(report(rows, jobs, args.gpu, gpu, args.gpus))
+    from realfake.preflight import Plan, output_bytes  # lazy: realfake.preflight imports this module
+
+    print(output_summary(output_bytes(Plan(args.target, config, jobs, args.workdir or Path("."), 0.0))))
     return rows
 
 

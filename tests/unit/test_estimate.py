@@ -171,3 +171,10 @@ def test_report_gives_the_wall_clock_on_n_gpus():
     ]
     text = estimate.report(rows, [], "h100", estimate.GPUS["h100"], gpus=8)
     assert "wall-clock on 8 GPUs: at least 8 h" in text
+
+
+def test_output_summary_names_each_kind_and_the_total():
+    from realfake.preflight import Output
+
+    line = estimate.output_summary([Output("synthetic image", 300, 1.5e6), Output("LoRA", 1, 0.5e6)])
+    assert line.startswith("output: ~2.0 MB to write (300 x synthetic image 1.5 MB, 1 x LoRA 500.0 kB")
