@@ -261,6 +261,10 @@ def test_fetch_gets_exactly_the_pinned_files_then_the_loaders_use_them_offline(
     assert pipe.unet.config.cross_attention_dim == 32  # the tiny zoo's, by hub id from the cache
     assert pipe.feature_extractor is not None and pipe.safety_checker is None
     assert len(fake_hub.log) == before
+    from realfake.provenance import describe_input
+
+    # a stage's provenance record names the hub model with the commit it loaded
+    assert describe_input("--model", SD) == {"flag": "--model", "ref": SD, "type": "hub", "revision": COMMIT}
 
 
 def test_second_run_fetches_nothing_and_says_so(tmp_path, fake_hub, online, capsys):
