@@ -194,3 +194,24 @@ def test_resumed_lora_equals_the_local_run(slurm_run, local_run):
     assert local_tensors.keys() == slurm_tensors.keys()
     for key, tensor in local_tensors.items():
         assert torch.equal(tensor, slurm_tensors[key]), key
+
+
+def test_preflight_checks_a_profile_against_the_live_cluster(cluster, tmp_path):
+    """``realfake preflight --profile``: the test cluster's partition passes, a missing one is a ✗
+    naming the rule, before anything is submitted."""
+    import yaml
+
+    from realfake import preflight
+
+    def profile(partition: str) -> Path:
+        folder = tmp_path / partition
+        folder.mkdir()
+        config = {"executor": "slurm", "default-resources": [f"slurm_partition={partition}"]}
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        return folder
+
+    (good,) = preflight.check_slurm(profile("debug"), ["synthesize_shard"])
+    assert good.status == "✓", good
+    (bad,) = preflight.check_slurm(profile("no-such-part"), ["synthesize_shard"])
+    assert bad.status == "✗" and bad.what == "slurm_partition=no-such-part (synthesize_shard)"
+    assert bad.detail.startswith("no such partition")
