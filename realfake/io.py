@@ -7,6 +7,7 @@ sibling (same directory, so ``os.replace`` is an atomic rename on POSIX) and ren
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -43,9 +44,7 @@ def atomic_path(final: str | os.PathLike, *, is_dir: bool = False) -> Iterator[P
         yield tmp
         _apply_umask(tmp)
         if is_dir:
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            _replace_dir(tmp, final, prefix)
         else:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -59,6 +58,31 @@ def atomic_path(final: str | os.PathLike, *, is_dir: bool = False) -> Iterator[P
 
 
 _HOST = socket.gethostname().replace("-", "_")
+
+
+def _replace_dir(tmp: Path, final: Path, prefix: str) -> None:
+    """Rename the directory ``tmp`` onto ``final``, whose older version may exist.
+
+    ``os.replace`` puts a directory only over an empty one, so an older ``final`` is first renamed
+    aside onto a fresh empty temporary (atomic: of two writers racing, one takes it, the other
+    finds it gone) and removed. Another writer's directory can land on ``final`` in between; then
+    the loop moves that one aside too: the last rename wins, as for files, and neither writer fails.
+    Readers may find ``final`` absent for that instant, never a mixture of two versions.
+    """
+    while True:
+        try:
+            os.replace(tmp, final)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        aside = Path(tempfile.mkdtemp(prefix=f"{prefix}old-", dir=final.parent))
+        try:
+            os.replace(final, aside)
+        except FileNotFoundError:  # another writer moved it aside first
+            aside.rmdir()
+            continue
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _temp_prefix(final: Path) -> str:

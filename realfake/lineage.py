@@ -11,7 +11,11 @@ dataset and the model ids/paths. ``--verify`` re-hashes every file on the way an
 - ``replaced``: an input without a producer record (a dataset, a local model, a hub snapshot)
   differs from what the consuming job recorded;
 - ``stale-code``: the realfake source files the stage imports changed since the job ran;
-- ``unrecorded``: the artifact asked about has no provenance record.
+- ``unrecorded``: the artifact asked about has no provenance record;
+- ``bad-record``: a provenance record (or a table's ``.cells.json``) cannot be trusted: it is cut
+  short, not JSON, lacks a key the lineage needs, or was edited after its job wrote it (its seal,
+  ``record_sha256``, does not match). Its artifact is then checked like a source, against what
+  its consumers recorded, and the lineage goes on past it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class Node:
     sha256: str | None = None  # as recorded by the producing job
     manifest: dict[str, str] | None = None  # per-file hashes, for a directory output
     inputs: list[Edge] = field(default_factory=list)
+    error: str | None = None  # why its record (or a table's cells file) cannot be trusted
 
 
 @dataclass(eq=False)
@@ -60,12 +65,34 @@ class Problem:
     detail: str
 
 
+@dataclass(frozen=True)
+class BrokenRecord:
+    """A record file that exists but cannot be trusted, and why."""
+
+    file: Path
+    reason: str
+
+
 @functools.cache
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path, shape: tuple[str, ...] = ()) -> dict[str, Any] | BrokenRecord | None:
+    """A provenance record (or, ``shape=("cells",)``, a table's cells file) checked by
+    :func:`realfake.provenance.record_problem`; None if there is none; a :class:`BrokenRecord`
+    naming the file if it is cut short, not JSON, misshapen or edited."""
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except (OSError, UnicodeDecodeError) as err:
+        return BrokenRecord(path, f"cannot be read ({err})")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        return BrokenRecord(
+            path,
+            f"is not valid JSON ({err.msg}: line {err.lineno} column {err.colno} of {len(text)} bytes)",
+        )
+    problem = prov.record_problem(doc, prov.CELLS_SHAPE if shape == ("cells",) else prov.RECORD_SHAPE)
+    return BrokenRecord(path, problem) if problem else doc
 
 
 def record_base(record: dict[str, Any], record_file: Path) -> Path:
@@ -84,17 +111,19 @@ def joined(base: Path, path: str) -> str:
     return os.path.normpath(os.path.join(base, path))
 
 
-def find_record(path: Path) -> tuple[dict[str, Any], Path, str | None] | None:
+def find_record(path: Path) -> tuple[dict[str, Any] | BrokenRecord, Path, str | None] | None:
     """``(record, record file, subpath)`` of the job that wrote ``path``, or of the directory output
-    that contains it (``subpath`` relative to that directory); None if no job recorded it."""
+    that contains it (``subpath`` relative to that directory); None if no job recorded it. A record
+    that cannot be trusted is returned as a :class:`BrokenRecord`."""
     for candidate in (path, *path.parents[:-1]):  # not the filesystem root
         record_file = prov.record_path(candidate)
         record = read_json(record_file)
         if record is not None:
-            if candidate == path:
-                return record, record_file, None
-            if record["outputs"] and record["outputs"][0]["type"] == "directory":
-                return record, record_file, path.relative_to(candidate).as_posix()
+            subpath = None if candidate == path else path.relative_to(candidate).as_posix()
+            if subpath is None or isinstance(record, BrokenRecord):
+                return record, record_file, subpath
+            if record["outputs"][0].get("type") == "directory":
+                return record, record_file, subpath
     return None
 
 
@@ -138,6 +167,9 @@ class Lineage:
             node = self.nodes[key] = Node(key, "source", path)
             return node
         record, record_file, subpath = found
+        if isinstance(record, BrokenRecord):
+            node = self.nodes[key] = Node(key, "source", path, error=self.broken(record))
+            return node
         sha, manifest = produced_digest(record, subpath, path)
         node = self.nodes[key] = Node(key, "artifact", path, record, sha, manifest)
         base = record_base(record, record_file)
@@ -149,6 +181,9 @@ class Lineage:
             node.inputs.append(Edge(entry["flag"], child, entry))
         return node
 
+    def broken(self, record: BrokenRecord) -> str:
+        return f"record {self.display(record.file)} {record.reason}"
+
     def hub(self, ref: str, entry: dict[str, Any]) -> Node:
         key = f"hub:{ref}"
         return self.nodes.setdefault(key, Node(key, "hub", sha256=entry.get("revision")))
@@ -156,8 +191,13 @@ class Lineage:
     def table(self, path: Path, cell: tuple[str, str] | None) -> Node:
         """A table whose ``<table>.cells.json`` maps cells to source artifacts: one child per cell
         (or only ``cell``), each cell's children its sources."""
-        cells = read_json(prov.cells_path(path))["cells"]
-        base = path.parent.parents[len(Path(read_json(prov.cells_path(path))["table"]).parts) - 2]
+        doc = read_json(prov.cells_path(path), ("cells",))
+        if isinstance(doc, BrokenRecord):  # its cells cannot be followed: the table alone, marked
+            table = self.artifact(path) if find_record(path) else Node(self.display(path), "source", path)
+            table.kind, table.error = "table", self.broken(doc)
+            return table
+        cells = doc["cells"]
+        base = path.parent.parents[len(Path(doc["table"]).parts) - 2]
         if cell is not None and cell[1] not in cells.get(cell[0], {}):
             raise KeyError(f"{self.display(path)} has no cell {cell[0]!r},{cell[1]!r}")
         wanted = [cell] if cell else [(r, c) for r, cols in cells.items() for c in cols]
@@ -294,8 +334,11 @@ def verify(root: Node, workers: int = 4) -> list[Problem]:
     """Every mismatch on the lineage of ``root`` (empty list: all files are what was recorded)."""
     cached_sha256.cache_clear()
     prehash([n for n in walk(root) if n.kind in {"artifact", "table"}], workers)
-    problems = [] if root.kind != "source" else [Problem("unrecorded", root.key, "no provenance record")]
+    unrecorded = root.kind == "source" and root.error is None
+    problems = [Problem("unrecorded", root.key, "no provenance record")] if unrecorded else []
     for node in walk(root):
+        if node.error is not None:
+            problems.append(Problem("bad-record", node.key, node.error))
         if node.record is not None:
             problems += tampered(node) + code_problems(node)
         for edge in node.inputs:
@@ -391,7 +434,10 @@ def _short(sha: str | None) -> str:
 def node_line(node: Node) -> str:
     rec = node.record
     if rec is None:
-        return f"{node.key}  [{node.kind}]" + (f"  sha256:{_short(node.sha256)}" if node.sha256 else "")
+        broken = f"  BAD RECORD: {node.error}" if node.error else ""
+        return (
+            f"{node.key}  [{node.kind}]" + (f"  sha256:{_short(node.sha256)}" if node.sha256 else "") + broken
+        )
     rule = rule_of(rec)
     job = rec["job"].get("slurm_job_id") or f"pid {rec['job']['pid']}"
     params = " ".join(f"{k}={v}" for k, v in rec["params"].items())

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import importlib.metadata
 import inspect
+import json
 import os
 import platform
 import socket
@@ -348,13 +349,91 @@ def build_record(
 
 
 def write_records(record: dict[str, Any]) -> list[Path]:
-    """Write ``record`` atomically beside each of its outputs (one record per output path)."""
+    """Write ``record`` atomically beside each of its outputs (one record per output path), sealed."""
     written = []
     for output in record["outputs"]:
         target = record_path(output["path"])
-        write_json(target, {**record, "artifact": output["path"]})
+        write_json(target, seal({**record, "artifact": output["path"]}))
         written.append(target)
     return written
+
+
+# --- checking a record read back ------------------------------------------------------------------
+
+#: The key holding a record's own digest (:func:`seal`).
+SEAL = "record_sha256"
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """sha256 of ``record`` without its seal, over canonical JSON (so re-indenting it keeps the seal)."""
+    body = {k: v for k, v in record.items() if k != SEAL}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its digest added: an edit made after the job wrote it (a hand-edited
+    parameter, hash or commit) shows as a seal mismatch. It catches accidents, not forgery (anyone
+    can recompute it); a record written before seals existed has none and is not checked for edits."""
+    return {**{k: v for k, v in record.items() if k != SEAL}, SEAL: record_digest(record)}
+
+
+#: What ``realfake.lineage`` reads from a record: key -> type (``{"a": str}``: a dict holding ``a``)
+RECORD_SHAPE: dict[str, Any] = {
+    "artifact": str,
+    "stage": str,
+    "command": list,
+    "params": dict,
+    "inputs": list,
+    "outputs": list,
+    "code": {"module": str, "hash": str, "files": dict},
+    "host": {"hostname": str, "gpus": list},
+    "job": {"pid": int},
+    "started": str,
+    "ended": str,
+    "packages": dict,
+}
+CELLS_SHAPE: dict[str, Any] = {"table": str, "cells": dict}
+ENTRY_KEYS = {True: ("flag", "ref"), False: ("flag", "path", "sha256")}  # of an input: hub model or file
+
+
+def shape_problem(doc: Any, shape: dict[str, Any], where: str = "") -> str | None:
+    """The first way ``doc`` differs from ``shape`` (a missing key, a wrong type), or None."""
+    if not isinstance(doc, dict):
+        return f"{where or 'the record'} is a JSON {type(doc).__name__}, not an object"
+    for key, want in shape.items():
+        name = f"{where}.{key}" if where else key
+        if key not in doc:
+            return f"key {name!r} is missing"
+        if isinstance(want, dict):
+            if problem := shape_problem(doc[key], want, name):
+                return problem
+        elif not isinstance(doc[key], want):
+            return f"key {name!r} is a {type(doc[key]).__name__}, not a {want.__name__}"
+    return None
+
+
+def record_problem(record: Any, shape: dict[str, Any] = RECORD_SHAPE) -> str | None:
+    """Why a record (or, with ``CELLS_SHAPE``, a table's cells file) read back cannot be trusted:
+    keys missing or of the wrong type, an output or input entry without its path and hash, or a
+    seal that does not match; None when it is intact."""
+    if problem := shape_problem(record, shape):
+        return problem
+    for key in ("outputs", "inputs"):
+        for entry in record.get(key, []):
+            if not isinstance(entry, dict):
+                return f"an entry of {key!r} is a JSON {type(entry).__name__}, not an object"
+            needed = ("path", "sha256") if key == "outputs" else ENTRY_KEYS["ref" in entry]
+            if missing := [k for k in needed if not isinstance(entry.get(k), str)]:
+                return f"an entry of {key!r} has no {' or '.join(missing)}: {json.dumps(entry)[:200]}"
+    names = [Path(o["path"]).name for o in record.get("outputs", [])]
+    if shape is RECORD_SHAPE and Path(record["artifact"]).name not in names:
+        return f"its artifact {record['artifact']!r} is none of its outputs {names}"
+    if SEAL in record and record[SEAL] != record_digest(record):
+        return (
+            f"it was edited after the job wrote it: its content hashes to {record_digest(record)[:12]}, "
+            f"its seal {SEAL} says {str(record[SEAL])[:12]}"
+        )
+    return None
 
 
 def stage(*, inputs: Sequence[str] = (), outputs: Sequence[str] = ("out",)) -> Callable:
@@ -399,5 +478,5 @@ def write_cell_sources(table: str | os.PathLike, cells: dict[tuple[str, str], Se
     for (row, column), sources in cells.items():
         rows.setdefault(str(row), {})[str(column)] = [str(s) for s in sources]
     target = cells_path(table)
-    write_json(target, {"format": FORMAT, "table": str(table), "cells": rows})
+    write_json(target, seal({"format": FORMAT, "table": str(table), "cells": rows}))
     return target

@@ -250,10 +250,52 @@ def test_verify_reports_code_changed_since_the_job(dag):
     record = json.loads(record_file.read_text())
     record["code"]["hash"] = "0" * 64
     record["code"]["files"]["realfake/__init__.py"] = "0" * 64
-    record_file.write_text(json.dumps(record))
+    record_file.write_text(json.dumps(provenance.seal(record)))  # as if written by older code
     problems = lineage.verify(lineage.build(Path("results/x1/metrics.json"))[0])
     assert [(p.kind, p.key) for p in problems] == [("stale-code", "results/lora.safetensors")]
     assert "realfake/__init__.py" in problems[0].detail
+
+
+@pytest.mark.chaos
+def test_truncated_edited_and_misshapen_records_are_named_and_the_lineage_goes_on(dag, capsys):
+    """A record cut short (a full disk, a crash of a copy), one edited by hand, one missing a key:
+    each is a ``bad-record`` naming the record file, and verification goes on through the rest."""
+    lora, shard, index = (Path(f"results/{p}.prov.json") for p in ("lora.safetensors", "synth/shard-1.tar",
+                                                                    "index.parquet"))  # fmt: skip
+    lora.write_bytes(lora.read_bytes()[:400])
+    edited = json.loads(shard.read_text())
+    edited["params"]["salt"] = "7"  # what someone "fixing" a record by hand would do
+    shard.write_text(json.dumps(edited, indent=1))
+    misshapen = json.loads(index.read_text())
+    del misshapen["outputs"]
+    index.write_text(json.dumps(misshapen))
+
+    problems = lineage.verify(lineage.build(Path("results/x1/metrics.json"))[0])
+    bad = {p.key: p.detail for p in problems if p.kind == "bad-record"}
+    assert set(bad) == {"results/lora.safetensors", "results/synth/shard-1.tar", "results/index.parquet"}
+    assert bad["results/lora.safetensors"].startswith(f"record {lora} is not valid JSON")
+    assert "of 400 bytes" in bad["results/lora.safetensors"]
+    assert bad["results/synth/shard-1.tar"].startswith(f"record {shard} ")
+    assert "edited after the job wrote it" in bad["results/synth/shard-1.tar"]
+    assert bad["results/index.parquet"] == f"record {index} key 'outputs' is missing"
+    assert {p.kind for p in problems} == {"bad-record"}, problems  # the artifacts themselves are intact
+
+    flip_byte(Path("results/lora.safetensors"))  # its bytes are still checked against its consumers
+    problems = lineage.verify(lineage.build(Path("results/x1/metrics.json"))[0])
+    assert ("replaced", "results/lora.safetensors") in {(p.kind, p.key) for p in problems}
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["provenance", "results/x1/metrics.json", "--verify"])
+    assert exit_info.value.code == 1
+    out = capsys.readouterr().out
+    assert f"BAD-RECORD: results/lora.safetensors: record {lora} is not valid JSON" in out
+
+
+@pytest.mark.chaos
+def test_reindented_record_keeps_its_seal(dag):
+    record_file = Path("results/lora.safetensors.prov.json")
+    record_file.write_text(json.dumps(json.loads(record_file.read_text())))  # one line, same content
+    assert lineage.verify(lineage.build(Path("results/x1/metrics.json"))[0]) == []
 
 
 def test_unrecorded_artifact_fails_verification(dag):
@@ -291,6 +333,15 @@ def test_table_without_cell_covers_every_cell(table):
     root, _ = lineage.build(table)
     assert [(p.kind, p.key) for p in lineage.verify(root)] == [("tampered", "results/x2/metrics.json")]
     assert lineage.verify(lineage.build(table, ("Real-Fake", "x1"))[0]) == []
+
+
+@pytest.mark.chaos
+def test_truncated_cells_file_is_a_bad_record_of_the_table(table):
+    cells = provenance.cells_path(table)
+    cells.write_text(cells.read_text()[:30])
+    problems = lineage.verify(lineage.build(table)[0])
+    assert [(p.kind, p.key) for p in problems] == [("bad-record", "results/tables/table3.csv")]
+    assert problems[0].detail.startswith(f"record {cells} is not valid JSON")
 
 
 def test_unknown_cell_is_an_error(table):
