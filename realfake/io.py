@@ -29,6 +29,7 @@ def atomic_path(final: str | os.PathLike, *, is_dir: bool = False) -> Iterator[P
 
     On any exception the temporary file or directory is removed and ``final`` is untouched; what a
     killed writer could not remove is removed by the next writer of ``final`` (:func:`remove_dead_temps`).
+    A write that ran out of space or quota is re-raised as :class:`DiskFullError`, naming ``final``.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -49,12 +50,82 @@ def atomic_path(final: str | os.PathLike, *, is_dir: bool = False) -> Iterator[P
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as err:
+        code = disk_full_errno(err, final.parent) if isinstance(err, Exception) else None
+        written, free = _size(tmp), _free_bytes(final.parent)
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if code is not None:
+            raise DiskFullError(code, final, written, free, err) from err
         raise
+
+
+class DiskFullError(OSError):
+    """A write of an artifact ran out of space (ENOSPC) or quota (EDQUOT): the message names the
+    artifact, the errno, the filesystem and what was written before the failure."""
+
+    def __init__(self, code: int, final: Path, written: int, free: int, cause: BaseException):
+        super().__init__(code, os.strerror(code), str(final))
+        self.message = (
+            f"{final}: {os.strerror(code)} (errno {code}, {errno.errorcode[code]}) after {written:,} bytes "
+            f"of it were written, with {free:,} bytes left free on the filesystem mounted at "
+            f"{_mount_point(final.parent)}. The partial temporary was removed and nothing was written "
+            f"under the final name: free space (or quota) and rerun the job. "
+            f"({type(cause).__name__}: {cause})"
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def disk_full_errno(err: BaseException, directory: Path) -> int | None:
+    """ENOSPC or EDQUOT if ``err`` came from a full filesystem (or quota), else None.
+
+    Libraries wrap the OSError differently: Python's own writes raise it, ``torch.save`` to a file
+    object chains it behind a RuntimeError, safetensors quotes the OS message, and ``torch.save`` to a
+    path reports only a write position mismatch; for that last case, a RuntimeError or OSError
+    raised while ``directory``'s filesystem has no free block left counts as a full disk too.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = err
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, OSError) and link.errno in (errno.ENOSPC, errno.EDQUOT):
+            return link.errno
+        for code in (errno.ENOSPC, errno.EDQUOT):
+            if os.strerror(code) in str(link) or f"(os error {code})" in str(link):
+                return code
+        link = link.__cause__ or link.__context__
+    if isinstance(err, RuntimeError | OSError) and _free_bytes(directory) == 0:
+        return errno.ENOSPC
+    return None
+
+
+def _free_bytes(directory: Path) -> int:
+    """Bytes this process may still write on ``directory``'s filesystem (root may use the reserve)."""
+    try:
+        fs = os.statvfs(directory)
+    except OSError:
+        return -1
+    return (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) * fs.f_frsize
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+def _size(path: Path) -> int:
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 _HOST = socket.gethostname().replace("-", "_")

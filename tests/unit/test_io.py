@@ -3,6 +3,7 @@ temporaries of writers that died (kill -9) are cleaned up by the next writer of 
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -57,3 +58,35 @@ def test_a_new_write_cleans_up_after_a_killed_writer(tmp_path):
     left_over.write_text('{"top1": 0.')
     io.write_json(final, {"top1": 0.5})
     assert not left_over.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize(
+    "raised",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),  # a plain write
+        RuntimeError("SafetensorError: I/O error: No space left on device (os error 28)"),  # safetensors
+        "chained",  # torch.save to a file object: a RuntimeError whose context is the OSError
+    ],
+)
+def test_a_write_out_of_space_is_a_disk_full_error_naming_the_artifact(tmp_path, raised):
+    final = tmp_path / "shard.tar"
+    with pytest.raises(io.DiskFullError) as caught, io.atomic_path(final) as tmp:
+        tmp.write_bytes(b"x" * 1000)
+        if raised == "chained":
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError:
+                raise RuntimeError("unexpected pos 704 vs 598") from None
+        raise raised
+    assert caught.value.errno == errno.ENOSPC
+    assert str(caught.value).startswith(
+        f"{final}: No space left on device (errno 28, ENOSPC) after 1,000 bytes"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_errors_pass_through_unchanged(tmp_path):
+    with pytest.raises(OSError) as caught, io.atomic_path(tmp_path / "a.json"):
+        raise OSError(errno.EIO, "Input/output error")
+    assert type(caught.value) is OSError and caught.value.errno == errno.EIO
