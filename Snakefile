@@ -50,6 +50,12 @@ rule tiny:
         "results/tiny/sscd/realfake/metrics.json",
         "results/tiny_x1/ood.json",
         expand("results/tables/{table}.provenance.html", table=config["tiny"]["tables"]),
+        # training curves (report category "Training curves"): the LoRA of tiny_x1, both classifiers
+        f"results/figures/curves/lora/tiny/{lora_name(config['variants']['realfake'])}.png",
+        expand(
+            "results/figures/curves/classifier/{experiment}.png",
+            experiment=["tiny_x1", "tiny_real"],
+        ),
 
 
 rule tiny_paper:

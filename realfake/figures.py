@@ -7,6 +7,8 @@ and a grid of sample images per dataset (PNG, PIL).
     scaling  Fig. 2: top-1 accuracy vs synthetic scale (x k the real train size), real data as a line
     samples  one row per class: real source images, each beside the synthetic images made from it
              by ours (or another variant) and by a baseline, pass 0
+    curves   training curves of one run from its ``train_log.jsonl`` (realfake.trainlog): a LoRA's
+             eps and MMD terms apart, or a classifier's loss (per step and epoch mean) and lr
 
 The rules import :func:`spread_shards`, :func:`samples_settings` and :func:`samples_plan` while
 planning the DAG, so torch, matplotlib, PIL and the model code are imported inside the functions
@@ -193,6 +195,61 @@ def plot_scaling(data: dict[str, Any], title: str):
     axes.set_ylabel("top-1 accuracy (%)")
     axes.set_title(title)
     axes.legend(frameon=False)
+    return figure
+
+
+CURVES = {  # per run kind: the log's series in the left and right panels, with their axis labels
+    "lora": (("eps", "min-SNR ε-loss term"), ("mmd", "MMD term (unweighted)")),
+    "classifier": (("loss", "training loss"), ("lr", "learning rate")),
+}
+
+
+def curves_data(records: list[dict[str, Any]], kind: str, source: str = "log") -> dict[str, Any]:
+    """The plotted series of a run's log records: ``steps`` and each of ``CURVES[kind]`` per step,
+    ``last`` (the latest record's values), and for a classifier the mean loss per epoch."""
+    if kind not in CURVES:
+        raise ValueError(f"unknown run kind {kind!r}: one of {', '.join(CURVES)}")
+    if not records:
+        raise ValueError(f"{source}: no training step logged yet")
+    names = [name for name, _ in CURVES[kind]]
+    missing = sorted({name for r in records for name in names if name not in r})
+    if missing:
+        raise ValueError(f"{source}: records without {', '.join(missing)} (not a {kind} log?)")
+    data: dict[str, Any] = {"kind": kind, "steps": [r["step"] for r in records]}
+    data.update({name: [r[name] for r in records] for name in names})
+    data["last"] = {k: v for k, v in records[-1].items() if k != "time"}
+    if kind == "lora":
+        data["mmd_weight"] = records[-1].get("mmd_weight")
+    if kind == "classifier":
+        epochs: dict[int, list[float]] = {}
+        for r in records:
+            epochs.setdefault(r["epoch"], []).append(r["loss"])
+        data["epochs"] = sorted(epochs)
+        data["epoch_loss"] = [float(np.mean(epochs[e])) for e in data["epochs"]]
+        data["epoch_end_step"] = [max(r["step"] for r in records if r["epoch"] == e) for e in data["epochs"]]
+    return data
+
+
+def plot_curves(data: dict[str, Any], title: str):
+    """Two panels against the optimizer step: a LoRA's ε term | MMD term; a classifier's loss (per
+    step, and the epoch means as dots) | learning rate."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 3.2))
+    panels = figure.subplots(1, 2)
+    for axes, (name, label) in zip(panels, CURVES[data["kind"]], strict=True):
+        axes.plot(data["steps"], data[name], color=COLOURS[OURS], linewidth=1)
+        axes.set_xlabel("optimizer step")
+        axes.set_ylabel(label)
+    if data["kind"] == "lora" and data.get("mmd_weight") is not None:
+        panels[1].set_title(f"weighted by {data['mmd_weight']:g} in the loss", fontsize="small")
+    if data["kind"] == "classifier":
+        panels[0].plot(
+            data["epoch_end_step"], data["epoch_loss"], "o", color=COLOURS[REAL], label="epoch mean"
+        )
+        panels[0].legend(frameon=False)
+    figure.suptitle(title)
+    figure.tight_layout()
     return figure
 
 
@@ -453,8 +510,18 @@ def samples(args: argparse.Namespace) -> None:
     write_json(args.out, samples_summary(sources, ours, baseline, headers, args.cell_size))
 
 
+def curves(args: argparse.Namespace) -> None:
+    """Training curves of one run from its log (readable while the run is still going)."""
+    from realfake.trainlog import read_log
+
+    data = curves_data(read_log(args.log), args.kind, str(args.log))
+    save_figure(plot_curves(data, args.title), {"png": args.png})
+    write_json(args.out, data)
+
+
 @provenance.stage(
-    inputs=("shard", "model", "real", "ours", "baseline", "metrics", "index"), outputs=("out", "png", "svg")
+    inputs=("shard", "model", "real", "ours", "baseline", "metrics", "index", "log", "artifact"),
+    outputs=("out", "png", "svg"),
 )
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m realfake.figures", description=__doc__.split("\n")[0])
@@ -502,6 +569,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--png", required=True, type=Path, help="PNG to write")
     p.add_argument("--out", required=True, type=Path, help="JSON summary: the image_ids and keys shown")
     p.set_defaults(func=samples)
+    p = commands.add_parser("curves", help="training curves of a LoRA or classifier run")
+    p.add_argument("--kind", required=True, choices=sorted(CURVES), help="what the run trained")
+    p.add_argument("--log", required=True, type=Path, help="the run's train_log.jsonl")
+    p.add_argument("--artifact", help="what the run wrote (its lora/classifier file), for the provenance")
+    p.add_argument("--title", default="", help="figure title")
+    p.add_argument("--png", required=True, type=Path, help="PNG to write")
+    p.add_argument("--out", required=True, type=Path, help="JSON of the plotted series")
+    p.set_defaults(func=curves)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -29,6 +29,7 @@ file path itself) or, equivalently, ``pipe.load_lora_weights(out.parent, weight_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -55,13 +56,12 @@ from realfake.io import atomic_path, load_weights_only, set_aside, set_offline
 from realfake.losses import MMD_KINDS, MMDSettings, min_snr_weights, realfake_loss, snr
 from realfake.models import load_sd_components, resolve_device
 from realfake.resume import EXIT_RESUMABLE, StopFlag, rng_state, set_rng_state
+from realfake.trainlog import LOG_FILE, TrainLog, keep_until
 
 log = logging.getLogger("realfake.finetune")
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
-LOG_EVERY = 10
 STATE_FILE = "state.pt"
-LOG_FILE = "train_log.jsonl"
 
 
 @dataclass(frozen=True)
@@ -360,9 +360,8 @@ def resume(trainer: Trainer, cfg: FinetuneConfig, state_dir: Path, state: dict |
     if state is not None:
         trainer.load_state_dict(state, cfg)
         log.info("resuming from step %d", trainer.step)
-    if log_path.exists() and trainer.world.is_main:
-        lines = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] <= trainer.step]
-        log_path.write_text("".join(ln + "\n" for ln in lines))
+    if trainer.world.is_main:
+        keep_until(log_path, trainer.step)
 
 
 def train(
@@ -381,22 +380,21 @@ def train(
     parts: dict[str, float] = {}
     main = trainer.world.is_main
     bar = tqdm(total=steps, initial=trainer.step, desc="finetune", file=sys.stderr, disable=not main)
-    log_file = open(state_dir / LOG_FILE, "a") if main else None  # noqa: SIM115 (closed below)
+    # every step's loss, its eps and MMD terms apart (their balance is the method's knob): process 0
+    log = TrainLog(state_dir / LOG_FILE) if main else contextlib.nullcontext()
     try:
-        while trainer.step < steps and not distributed.any_rank(stop.raised, trainer.world):
-            parts = optimizer_step(trainer, table, means, cfg)
-            trainer.step += 1
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in parts.items()})
-            if log_file and (trainer.step % LOG_EVERY == 0 or trainer.step in (1, steps)):
-                log_file.write(json.dumps({"step": trainer.step, **parts}) + "\n")
-                log_file.flush()
-            if trainer.step % checkpoint_every == 0 or trainer.step == steps:
-                save_state(trainer, cfg, state_dir)
+        with log:
+            while trainer.step < steps and not distributed.any_rank(stop.raised, trainer.world):
+                parts = optimizer_step(trainer, table, means, cfg)
+                trainer.step += 1
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in parts.items()})
+                if main:
+                    log.write({"step": trainer.step, **parts, "mmd_weight": cfg.mmd_weight})
+                if trainer.step % checkpoint_every == 0 or trainer.step == steps:
+                    save_state(trainer, cfg, state_dir)
     finally:
         bar.close()
-        if log_file:
-            log_file.close()
     if trainer.step < steps:
         save_state(trainer, cfg, state_dir)
     return parts

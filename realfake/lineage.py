@@ -49,6 +49,7 @@ class Node:
     manifest: dict[str, str] | None = None  # per-file hashes, for a directory output
     inputs: list[Edge] = field(default_factory=list)
     error: str | None = None  # why its record (or a table's cells file) cannot be trusted
+    cell: tuple[str, str] | None = None  # (row, column) of a table cell
 
 
 @dataclass(eq=False)
@@ -205,7 +206,7 @@ class Lineage:
         table.kind = "table"
         table_node = table if cell is None else None
         for row, column in wanted:
-            node = Node(f"{table.key}[{row},{column}]", "cell", path)
+            node = Node(f"{table.key}[{row},{column}]", "cell", path, cell=(row, column))
             for source in cells[row][column]:
                 node.inputs.append(Edge("source", self.artifact(joined(base, source)), {}))
             if table_node is None:

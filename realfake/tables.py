@@ -18,9 +18,11 @@ Markdown and HTML lay the table out like the paper (rows x columns).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import html
 import json
 import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,16 @@ def cell_text(line: dict[str, Any] | None, metric: str, ref: dict[str, float], d
     return text
 
 
+def grid(cells: list[dict], paper: dict[str, Any] | None) -> tuple[list[str], list[str], list[str]]:
+    """The rows, columns and metrics of the paper's layout of ``cells``, in order."""
+    metrics = paper["metrics"] if paper else list(METRICS)
+    return (
+        list(dict.fromkeys(c["row"] for c in cells)),
+        list(dict.fromkeys(c["column"] for c in cells)),
+        metrics,
+    )
+
+
 def layout(
     table: pd.DataFrame,
     cells: list[dict],
@@ -132,12 +144,10 @@ def layout(
     ``missing`` maps a (row, column) to the targets of its seeds not built yet (``partial``).
     """
     missing = missing or {}
-    metrics = paper["metrics"] if paper else list(METRICS)
+    rows, columns, metrics = grid(cells, paper)
     decimals = paper.get("decimals", 1) if paper else 1
     row_labels = (paper or {}).get("rows", {})
     column_labels = (paper or {}).get("columns", {})
-    rows = list(dict.fromkeys(c["row"] for c in cells))
-    columns = list(dict.fromkeys(c["column"] for c in cells))
     lines = {(line["row"], line["column"]): line for line in table.to_dict("records")}
     wide = {}
     for column in columns:
@@ -168,15 +178,54 @@ def to_markdown(wide: pd.DataFrame, title: str, note: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_html(wide: pd.DataFrame, title: str, note: str) -> str:
-    """A self-contained HTML page of the table (for ``snakemake --report``)."""
-    body = wide.to_html(border=0, classes="realfake-table")
+def cell_anchor(row: str, column: str) -> str:
+    """The HTML id of a cell's lineage on the table's provenance page (``realfake.report``): readable,
+    and unique per (row, column) whatever characters they hold."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{row}-{column}")[:48]
+    digest = hashlib.sha1(f"{row}\0{column}".encode()).hexdigest()[:8]
+    return f"cell-{readable}-{digest}"
+
+
+def layout_keys(cells: list[dict], paper: dict[str, Any] | None) -> list[list[tuple[str, str]]]:
+    """The (row, column) of each cell of :func:`layout`'s table, in its order (one line per row)."""
+    rows, columns, metrics = grid(cells, paper)
+    return [[(row, column) for column in columns for _ in metrics] for row in rows]
+
+
+def to_html(wide: pd.DataFrame, title: str, note: str, links: list[list[str | None]] | None = None) -> str:
+    """A self-contained HTML page of the table (for ``snakemake --report``); ``links[i][j]``, when
+    given, is the href of cell (i, j): its lineage on the provenance page."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in [wide.index.name, *wide.columns])
+    lines = []
+    for i, (label, values) in enumerate(zip(wide.index, wide.values, strict=True)):
+        cells = []
+        for j, value in enumerate(values):
+            text = html.escape(str(value))
+            href = links[i][j] if links else None
+            cells.append(f"<td><a href='{html.escape(href)}'>{text}</a></td>" if href else f"<td>{text}</td>")
+        lines.append(f"<tr><th>{html.escape(str(label))}</th>{''.join(cells)}</tr>")
+    body = (
+        f"<table class='realfake-table'><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+    )
+    hint = "<p>Each number links to its lineage (the jobs and files it comes from).</p>" if links else ""
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>table{{border-collapse:collapse}}"
         "td,th{padding:2px 8px;border-bottom:1px solid #ccc;text-align:left}</style></head>"
-        f"<body><h2>{html.escape(title)}</h2><p>{html.escape(note)}</p>\n{body}\n</body></html>\n"
+        f"<body><h2>{html.escape(title)}</h2><p>{html.escape(note)}</p>{hint}\n{body}\n</body></html>\n"
     )
+
+
+def provenance_links(
+    html_path: Path, cells: list[dict], paper: dict[str, Any] | None, built: set[tuple[str, str]]
+) -> list[list[str | None]]:
+    """Per cell of the HTML table, the link to its lineage node on ``<table>.provenance.html`` (the
+    page ``realfake.report`` writes beside ``<table>.html``); None for a cell not built."""
+    page = html_path.name.removesuffix(".html") + ".provenance.html"
+    return [
+        [f"{page}#{cell_anchor(*key)}" if key in built else None for key in line]
+        for line in layout_keys(cells, paper)
+    ]
 
 
 def cell_sources(cells: list[dict], metrics_paths: list[str]) -> dict[tuple[str, str], list[str]]:
@@ -233,7 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.markdown:
         write_text(args.markdown, to_markdown(wide, title, note))
     if args.html:
-        write_text(args.html, to_html(wide, title, note))
+        # the provenance page is built from the CSV's cells.json: links only where that exists
+        built_keys = {(c["row"], c["column"]) for c in built} if args.out else set()
+        write_text(
+            args.html, to_html(wide, title, note, provenance_links(args.html, cells, paper, built_keys))
+        )
     print(f"wrote {args.table}: {len(table)} cells built, {len(missing)} missing")
 
 

@@ -12,6 +12,12 @@ process accumulates ``batch_size / (N x micro_batch)`` micro-batches per step
 
 Resuming: the state in ``--state-dir`` is saved after every epoch, and on SIGTERM/SIGUSR1 after the
 current step (then the process exits with 75, EX_TEMPFAIL: rerun the same command to continue).
+
+Log: every optimizer step appends its loss and learning rate to ``--state-dir/train_log.jsonl``
+(:mod:`realfake.trainlog`), flushed as it goes and continued without repeats by a resumed run.
+Held-out top-1 is not logged per epoch: the training job has no held-out split (its data are the
+synthetic shards, or the real train split); the test split is measured once, by
+``realfake.evaluate``, on the finished classifier.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from realfake.recipes import (
     scan_shards,
 )
 from realfake.resume import EXIT_RESUMABLE, StopFlag, rng_state, set_rng_state
+from realfake.trainlog import LOG_FILE, TrainLog, keep_until
 
 RANK_SEED_STRIDE = 100_003  # rank r > 0 seeds its augmentation RNGs with seed + r * stride
 
@@ -200,7 +207,7 @@ def fit(
     if world.size > 1:  # the data order depends on it
         fingerprint += f"|world={world.size}"
     global_batch = recipe.batch_size
-    micro, per_rank = accumulation(global_batch, recipe.micro_batch, world.size)
+    accumulation(global_batch, recipe.micro_batch, world.size)  # a bad split fails before any step
     steps_per_epoch = len(dataset) // global_batch
     if steps_per_epoch == 0:
         raise ValueError(f"{len(dataset)} training images cannot fill one global batch of {global_batch}")
@@ -210,6 +217,35 @@ def fit(
         distributed.barrier(world)
         state = None
     epoch, step = trainer.load(state, state_path, fingerprint) if state is not None else (0, 0)
+    log_path = state_path.parent / LOG_FILE
+    if world.is_main:  # the log continues from the state's step (0: a fresh run, a fresh log)
+        keep_until(log_path, epoch * steps_per_epoch + step)
+    with TrainLog(log_path) if world.is_main else contextlib.nullcontext() as log:
+        return run_epochs(
+            trainer, dataset, log, epoch, step, seed=seed, workers=workers, state_path=state_path, stop=stop,
+            fingerprint=fingerprint,
+        )  # fmt: skip
+
+
+def run_epochs(
+    trainer: Trainer,
+    dataset: Dataset,
+    log: TrainLog | None,
+    epoch: int,
+    step: int,
+    *,
+    seed: int,
+    workers: int,
+    state_path: Path,
+    stop: StopFlag,
+    fingerprint: str,
+) -> bool:
+    """:func:`fit`'s epochs from ``step`` steps into ``epoch``; each step's loss and learning rate go
+    to ``log`` (process 0; None on the others) as ``{"step", "epoch", "loss", "lr"}``."""
+    recipe, world = trainer.recipe, trainer.world
+    global_batch = recipe.batch_size
+    micro, per_rank = accumulation(global_batch, recipe.micro_batch, world.size)
+    steps_per_epoch = len(dataset) // global_batch
     trainer.scheduler.step(epoch)
     while epoch < recipe.epochs:
         loader = epoch_loader(
@@ -228,6 +264,9 @@ def fit(
                 continue
             losses.append(trainer.step(pending))
             pending = []
+            if log is not None:
+                done = epoch * steps_per_epoch + step + len(losses)
+                log.write({"step": done, "epoch": epoch + 1, "loss": losses[-1], "lr": lr})
             stopping = distributed.any_rank(stop.raised, world)  # all ranks stop at the same step
             if stopping and step + len(losses) < steps_per_epoch:
                 trainer.save(state_path, epoch, step + len(losses), fingerprint)

@@ -120,6 +120,55 @@ use rule figure_samples as figure_samples_variant with:
         "results/logs/figure_samples/{dataset}_{variant}.log",
 
 
+# Training curves (realfake.figures curves) from the log a run writes as it goes in its state
+# folder (realfake.trainlog). The log is a param, not an output of the training rule: Snakemake
+# removes a job's outputs before it runs, which would drop a resumed run's log.
+rule figure_lora_curves:
+    input:
+        lora="results/{dataset}/lora/{lora}/lora.safetensors",
+    output:
+        png=report(
+            "results/figures/curves/lora/{dataset}/{lora}.png",
+            category="Training curves",
+            labels={"run": "LoRA {dataset}/{lora}"},
+        ),
+        summary="results/figures/curves/lora/{dataset}/{lora}.json",
+    log:
+        "results/logs/figure_lora_curves/{dataset}/{lora}.log",
+    conda:
+        CONDA_ENV
+    params:
+        code=code_hash("figures"),
+        log="results/{dataset}/lora/{lora}/state/train_log.jsonl",
+    shell:
+        "python -m realfake.figures curves --kind lora --log {params.log} --artifact {input.lora}"
+        " --title 'LoRA {wildcards.lora}, {wildcards.dataset}' --png {output.png}"
+        " --out {output.summary} > {log} 2>&1"
+
+
+rule figure_classifier_curves:
+    input:
+        classifier="results/{experiment}/classifier.safetensors",
+    output:
+        png=report(
+            "results/figures/curves/classifier/{experiment}.png",
+            category="Training curves",
+            labels={"run": "classifier {experiment}"},
+        ),
+        summary="results/figures/curves/classifier/{experiment}.json",
+    log:
+        "results/logs/figure_classifier_curves/{experiment}.log",
+    conda:
+        CONDA_ENV
+    params:
+        code=code_hash("figures"),
+        log="results/{experiment}/train_state/train_log.jsonl",
+    shell:
+        "python -m realfake.figures curves --kind classifier --log {params.log}"
+        " --artifact {input.classifier} --title 'classifier {wildcards.experiment}'"
+        " --png {output.png} --out {output.summary} > {log} 2>&1"
+
+
 rule figures:
     input:
         all_figures(),

@@ -291,3 +291,55 @@ def test_report_renders_tables_figures_and_provenance_in_chromium(tiny_run, fini
     figures = {path: view for path, view in views.items() if path.endswith((".png", ".svg", ".jpg"))}
     assert figures, "rule tiny registers no figure in the report"
     assert all(view.get("width", 0) > 0 for view in figures.values()), figures
+
+
+def browse_table_to_its_lineage(driver, table_page: Path, screenshot: Path) -> dict:
+    """In ``driver``: open a table page as a file, follow its first cell's link to the provenance
+    page, expand the cell's first source there, and save a screenshot. Returns what was seen."""
+    from selenium.webdriver.common.by import By
+
+    driver.set_window_size(1280, 900)
+    driver.get(table_page.as_uri())
+    link = driver.find_element(By.CSS_SELECTOR, "td a")
+    number = link.text
+    link.click()
+    url = driver.current_url
+    cell = driver.find_element(By.ID, url.partition("#")[2])
+    source = cell.find_element(By.CSS_SELECTOR, ":scope > .inputs > details")
+    closed_before = source.get_attribute("open") is None
+    source.find_element(By.TAG_NAME, "summary").click()
+    # an input is a line of its own, or (met before on the page) a link to where it is shown
+    inputs = source.find_elements(
+        By.CSS_SELECTOR, ":scope > .inputs > details > summary, :scope > .inputs > .again"
+    )
+    driver.save_screenshot(str(screenshot))
+    return {
+        "number": number,
+        "url": url,
+        "cell": cell.find_element(By.TAG_NAME, "summary").text,
+        "cell_open": cell.get_attribute("open") is not None,
+        "source": source.find_element(By.TAG_NAME, "summary").text,
+        "closed_before": closed_before,
+        "open_after": source.get_attribute("open") is not None,
+        "inputs_shown": [s.text for s in inputs if s.is_displayed()],
+        "console": driver.get_log("browser"),
+    }
+
+
+def test_table_cells_link_to_a_browsable_lineage_in_chromium(finished_run, tmp_path):
+    """The tiny table's page and its provenance page, opened as files in headless Chromium: a cell's
+    number leads to its lineage node, whose inputs unfold on a click (screenshot in tmp_path)."""
+    driver = headless_chromium()
+    try:
+        seen = browse_table_to_its_lineage(
+            driver, finished_run / "tables" / "tiny.html", tmp_path / "lineage.png"
+        )
+    finally:
+        driver.quit()
+    assert [entry for entry in seen["console"] if entry["level"] == "SEVERE"] == []
+    assert seen["number"] and seen["url"].split("#")[0].endswith("/results/tables/tiny.provenance.html")
+    assert seen["cell"].startswith("results/tables/tiny.csv[") and seen["cell_open"]
+    assert "metrics.json" in seen["source"] and "rule evaluate_classifier" in seen["source"]
+    assert seen["closed_before"] and seen["open_after"]
+    assert any("results/tiny/index.parquet" in line for line in seen["inputs_shown"]), seen["inputs_shown"]
+    assert (tmp_path / "lineage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

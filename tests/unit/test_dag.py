@@ -47,7 +47,8 @@ def test_tiny_target_builds_the_tiny_default(tmp_path):
     assert counts["synthesize_shard"] == 3 and counts["evaluate_classifier"] == 2  # tiny_x1, tiny_real
     assert counts["collect_table"] == 1 and counts["summarize_provenance"] == 1  # tiny.tables: the tiny table
     assert counts["sscd_describe_real"] == 1 and counts["sscd_match"] == 1  # Fig. 4 copy detection
-    assert counts["total"] == 26
+    assert counts["figure_lora_curves"] == 1 and counts["figure_classifier_curves"] == 2  # training curves
+    assert counts["total"] == 29
 
 
 def test_table2_plans_ten_rows_on_two_datasets_with_four_loras_each():

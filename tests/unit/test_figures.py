@@ -250,3 +250,60 @@ def test_samples_command_names_a_source_without_a_synthetic_image(tmp_path, samp
     assert str(samples_inputs["baseline"][1]) in str(err.value)
     assert f"image_id {missing!r} (shard 00001" in str(err.value)
     assert not (tmp_path / "samples.png").exists()
+
+
+def classifier_log(path) -> None:
+    """Two epochs of two steps: losses 1.0, 0.8 | 0.6, 0.2 (epoch means 0.9 and 0.4), lr 0.1 then 0.02."""
+    from realfake.trainlog import TrainLog
+
+    with TrainLog(path) as log:
+        for step, (loss, lr) in enumerate([(1.0, 0.1), (0.8, 0.1), (0.6, 0.02), (0.2, 0.02)], 1):
+            log.write({"step": step, "epoch": 1 + (step - 1) // 2, "loss": loss, "lr": lr})
+
+
+def test_curves_data_of_a_classifier_log_has_epoch_means(tmp_path):
+    from realfake.trainlog import read_log
+
+    classifier_log(tmp_path / "log.jsonl")
+    data = figures.curves_data(read_log(tmp_path / "log.jsonl"), "classifier")
+    assert data["steps"] == [1, 2, 3, 4] and data["lr"] == [0.1, 0.1, 0.02, 0.02]
+    assert data["epochs"] == [1, 2] and data["epoch_end_step"] == [2, 4]
+    np.testing.assert_allclose(data["epoch_loss"], [0.9, 0.4])
+    assert data["last"] == {"step": 4, "epoch": 2, "loss": 0.2, "lr": 0.02}
+
+
+def test_curves_data_names_what_is_wrong_with_a_log():
+    with pytest.raises(ValueError, match="run/log: no training step logged yet"):
+        figures.curves_data([], "lora", "run/log")
+    with pytest.raises(ValueError, match=r"records without eps, mmd \(not a lora log\?\)"):
+        figures.curves_data([{"step": 1, "loss": 0.5, "lr": 0.1, "epoch": 1}], "lora")
+    with pytest.raises(ValueError, match="unknown run kind 'gan'"):
+        figures.curves_data([{"step": 1}], "gan")
+
+
+@pytest.mark.parametrize("kind", ["lora", "classifier"])
+def test_curves_command_plots_a_log_into_png_and_json(tmp_path, kind):
+    from realfake.trainlog import TrainLog
+
+    log_path = tmp_path / "state" / "train_log.jsonl"
+    if kind == "classifier":
+        classifier_log(log_path)
+    else:  # the ε term falls, the MMD term (weight 0.05 in the loss) stays apart from it
+        with TrainLog(log_path) as log:
+            for step in range(1, 6):
+                eps, mmd = 0.3 - 0.02 * step, 0.04 - 0.001 * step
+                log.write(
+                    {"step": step, "loss": eps + 0.05 * mmd, "eps": eps, "mmd": mmd, "mmd_weight": 0.05}
+                )
+    png, out = tmp_path / "curves.png", tmp_path / "curves.json"
+    figures.main(["curves", "--kind", kind, "--log", str(log_path), "--title", "a run", "--png", str(png),
+                  "--out", str(out)])  # fmt: skip
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.width > image.height > 100
+    data = json.loads(out.read_text())
+    assert data["kind"] == kind and data["steps"][-1] == (5 if kind == "lora" else 4)
+    if kind == "lora":
+        np.testing.assert_allclose(data["eps"], [0.28, 0.26, 0.24, 0.22, 0.2])
+        assert data["mmd_weight"] == 0.05 and data["last"]["mmd"] == pytest.approx(0.035)
+    record = json.loads((tmp_path / "curves.json.prov.json").read_text())
+    assert [i["flag"] for i in record["inputs"]] == ["log"]

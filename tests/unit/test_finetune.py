@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 from realfake import finetune as ft
 from realfake.budget import accumulation, lora_steps
 from realfake.resume import StopFlag
+from realfake.trainlog import read_log
 
 NUM_CLASSES, PER_CLASS, HIDDEN = 4, 2, 32
 CFG = ft.FinetuneConfig(rank=4, lr=1e-3, batch_size=4, resolution=32, snr_gamma=5.0, mmd_weight=0.05)
@@ -223,8 +224,11 @@ def test_resumed_run_equals_uninterrupted(tiny_zoo, tiny_inputs, tmp_path, monke
     resumed = load_file(tmp_path / "resumed.safetensors")
     assert straight.keys() == resumed.keys() and straight
     assert all(torch.allclose(straight[k], resumed[k]) for k in straight)
-    logs = [(tmp_path / d / ft.LOG_FILE).read_text() for d in ("s1", "s2")]
-    assert logs[0] == logs[1]
+    # the resumed run continued the log: every step once, the same eps and MMD terms
+    logs = [[{k: v for k, v in r.items() if k != "time"} for r in read_log(tmp_path / d / ft.LOG_FILE)]
+            for d in ("s1", "s2")]  # fmt: skip
+    assert logs[0] == logs[1] and [r["step"] for r in logs[0]] == list(range(1, 7))
+    assert all({"eps", "mmd", "loss", "mmd_weight"} <= r.keys() for r in logs[0])
 
 
 def test_a_state_of_other_settings_is_set_aside_not_resumed(tiny_zoo, tiny_inputs, tmp_path, capsys):

@@ -19,6 +19,8 @@ from realfake.lineage import rule_of
         ("synthesize", "results/tiny/lira/synthetic/model-3/synth/shard-00000.tar", "lira_synthesize_shard"),
         ("embed means", "results/tiny/class_means.pt", "class_means"),
         ("caption run", "results/tiny/captions/shard-00001.parquet", "caption_shard"),
+        ("figures curves", "results/figures/curves/lora/tiny/vg-mmd.json", "figure_lora_curves"),
+        ("figures curves", "results/figures/curves/classifier/tiny_x1.png", "figure_classifier_curves"),
     ],
 )
 def test_rule_is_told_apart_by_the_output_path(stage, output, rule):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from realfake import provenance
-from realfake.tables import COLUMNS, REFERENCE_COLUMNS, main, paper_values
+from realfake.tables import COLUMNS, REFERENCE_COLUMNS, cell_anchor, main, paper_values
 from realfake.targets import Choices, table_cells
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +60,10 @@ def test_seeds_aggregate_to_the_papers_mean_and_std_beside_its_values(tmp_path):
     assert "| row | IN-10 | IN-100 |" in markdown
     row = "| Average (3 runs) (x1) | 90.8 ± 0.29 (paper 90.8 ± 0.29, Δ +0.0) |"
     assert row + " 81.0 (paper 80.0 ± 0.12, Δ +1.0) |" in markdown
-    assert "<td>90.8 ± 0.29 (paper 90.8 ± 0.29, Δ +0.0)</td>" in out["html"].read_text()
+    link = f"table9.provenance.html#{cell_anchor('x1', 'in10')}"
+    assert (
+        f"<td><a href='{link}'>90.8 ± 0.29 (paper 90.8 ± 0.29, Δ +0.0)</a></td>" in out["html"].read_text()
+    )  # the cell links to its lineage
 
 
 def test_cell_sources_name_every_seed_of_a_cell(tmp_path):

@@ -26,6 +26,7 @@ from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler
 import realfake.recipes as recipes
 from realfake import train
 from realfake.models import create_classifier
+from realfake.trainlog import LOG_FILE, read_log
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -214,6 +215,9 @@ def test_train_writes_loadable_checkpoint(tiny, capsys):
     model.load_state_dict(load_file(path), strict=True)
     state = torch.load(tiny["tmp"] / "run" / "state" / "state.pt", weights_only=True)
     assert (state["epoch"], state["step"]) == (2, 0)
+    log = read_log(tiny["tmp"] / "run" / "state" / LOG_FILE)  # one line per step: 24 images / batch 4
+    assert [(r["step"], r["epoch"]) for r in log] == [(s, 1 + (s - 1) // 6) for s in range(1, 13)]
+    assert all(r["loss"] > 0 and r["lr"] > 0 for r in log) and log[0]["time"] <= log[-1]["time"]
 
     # Snakemake reruns the job after a recipe change: the finished run's state is set aside
     rerun = {**recipe, "lr": recipe["lr"] / 2}
@@ -221,6 +225,7 @@ def test_train_writes_loadable_checkpoint(tiny, capsys):
     assert "starting afresh" in capsys.readouterr().err
     stale = torch.load(tiny["tmp"] / "run" / "state" / "state.pt.stale", weights_only=True)
     assert stale["fingerprint"] != torch.load(tiny["tmp"] / "run" / "state" / "state.pt")["fingerprint"]
+    assert [r["step"] for r in read_log(tiny["tmp"] / "run" / "state" / LOG_FILE)] == list(range(1, 13))
 
 
 def interrupt_at(monkeypatch, call: int, sig: signal.Signals) -> None:
@@ -261,6 +266,11 @@ def test_resume_equals_uninterrupted_run(tiny, monkeypatch, call, sig, saved_at)
     resumed = load_file(tiny["tmp"] / "resumed" / "classifier.safetensors")
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+    # the resumed run continued the log: the same steps, losses and learning rates, none twice
+    logs = [read_log(tiny["tmp"] / run / "state" / LOG_FILE) for run in ("straight", "resumed")]
+    assert [{k: v for k, v in r.items() if k != "time"} for r in logs[1]] == [
+        {k: v for k, v in r.items() if k != "time"} for r in logs[0]
+    ]
 
 
 def test_labels_beyond_num_classes_are_refused(tiny):
