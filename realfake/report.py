@@ -100,6 +100,8 @@ def node_line(node: lineage.Node, flag: str | None) -> str:
     for css, text, full in node_fields(node):
         title = f" title='{html.escape(full)}'" if full != text else ""
         parts.append(f"<span class='{css}'{title}>{html.escape(text)}</span>")
+    if node.error:  # a record that cannot be trusted (truncated, edited): said on the line itself
+        parts.append(f"<span class='error'>bad record: {html.escape(node.error)}</span>")
     return " ".join(parts)
 
 
@@ -156,7 +158,7 @@ STYLE = (
     "td,th{padding:2px 8px;border-bottom:1px solid #ccc;text-align:left;font-family:monospace}"
     "summary{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;font-family:monospace;cursor:pointer}"
     "summary span{margin-right:.8em}.key{font-weight:bold}.hash,.time{color:#555}.rule{color:#05a}"
-    ".job{color:#666}.param{color:#770}.flag{color:#999}.note{color:#999}"
+    ".job{color:#666}.param{color:#770}.flag{color:#999}.note{color:#999}.error{color:#b00;font-weight:bold}"
     ".inputs{margin-left:1.4em;border-left:1px dotted #bbb;padding-left:.6em}"
     ".again{font-family:monospace;margin-left:1.1em}"
     "dl.facts{font-family:monospace;font-size:90%;margin:.2em 0;color:#333}"

@@ -136,3 +136,12 @@ def test_a_long_parameter_is_shortened_on_the_line_and_whole_in_the_details(toy_
     text, full = params["cells"]
     assert len(text) == 40 and text.endswith("…") and full.startswith(text[:-1])
     assert json.loads(full.removeprefix("cells="))[0]["row"] == "x1"
+
+
+def test_a_truncated_record_is_named_on_its_line_of_the_page(toy_table):
+    record = Path("results/index.parquet.prov.json")
+    record.write_text(record.read_text()[:40])  # a record cut short, as by a full disk or a crash
+    report.main(["--table", str(toy_table), "--out", "page.html"])
+    page = Elements(Path("page.html").read_text())
+    line = next(text for text in page.summaries.values() if "results/index.parquet " in text)
+    assert "bad record:" in line and "index.parquet.prov.json" in line
