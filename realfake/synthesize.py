@@ -378,26 +378,26 @@ def synthesize(
     settings: SynthesisSettings,
     batch_size: int,
     jpeg_quality: int,
-    loader_threads: int = 2,
+    host_threads: int = 2,
     prefetch_batches: int = 2,
 ) -> Iterator[bytes]:
     """JPEG bytes of every plan row in plan order, generated in class-sorted batches and yielded as
     soon as the rows before them are done (at once for a label-sorted index), so a shard streams to
     disk instead of piling up in memory.
 
-    With ``loader_threads`` > 0 the model never waits for the host: ``loader_threads`` threads
-    decode and fit the source images up to ``prefetch_batches`` batches ahead, the model runs in a
-    thread of its own (:func:`in_background`, ``prefetch_batches`` outputs ahead), and the caller's
-    thread converts, JPEG-encodes and writes. ``0`` does all of it in turn on the caller's thread
-    (the serial reference). The bytes are the same either way: the per-sample seeds, the batches
-    and the order do not depend on the threads.
+    With ``host_threads`` > 0 the model does not wait for the host: ``host_threads`` threads decode
+    and fit the source images up to ``prefetch_batches`` batches ahead and JPEG-encode the results,
+    the model runs in a thread of its own (:func:`in_background`, ``prefetch_batches`` outputs
+    ahead), and the caller's thread converts and writes. ``0`` does all of it in turn on the
+    caller's thread (the serial reference). The bytes are the same either way: the per-sample seeds,
+    the batches and the order do not depend on the threads.
     """
-    if loader_threads < 0 or prefetch_batches < 1:
+    if host_threads < 0 or prefetch_batches < 1:
         raise ValueError(
-            f"loader_threads {loader_threads} (>= 0) or prefetch_batches {prefetch_batches} (>= 1)"
+            f"host_threads {host_threads} must be >= 0 and prefetch_batches {prefetch_batches} >= 1"
         )
     batches = class_batches(plan, batch_size)
-    pool = ThreadPoolExecutor(loader_threads, "synthesize-load") if loader_threads > 0 else None
+    pool = ThreadPoolExecutor(host_threads, "synthesize-host") if host_threads > 0 else None
     sources = source_batches(batches, settings, pool, prefetch_batches * batch_size)
     steps = tqdm(zip(batches, sources, strict=True), total=len(batches), desc="synthesize", unit="batch")
     outputs = ((batch.index, model(batch, images)) for batch, images in steps)
@@ -406,8 +406,9 @@ def synthesize(
     done: dict[int, bytes] = {}
     order, cursor = list(plan.index), 0
     try:
+        encode = partial(encode_jpeg, quality=jpeg_quality)
         for positions, images in outputs:
-            jpegs = (encode_jpeg(img, jpeg_quality) for img in to_pil(images))
+            jpegs = map(encode, to_pil(images)) if pool is None else pool.map(encode, to_pil(images))
             done.update(zip(positions, jpegs, strict=True))
             while cursor < len(order) and order[cursor] in done:
                 yield done.pop(order[cursor])
@@ -447,8 +448,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--txt2img", action="store_true", help="ablation: Gaussian prior, full --steps")
     p.add_argument("--jpeg-quality", type=int, default=95)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--loader-threads", type=int, default=2,
-                   help="threads loading source images ahead; 0 = all serial (same bytes)")  # fmt: skip
+    p.add_argument("--host-threads", type=int, default=2,
+                   help="threads that load sources ahead and encode; 0 = serial (same bytes)")  # fmt: skip
     p.add_argument("--prefetch-batches", type=int, default=2, help="batches loaded / generated ahead")
     p.add_argument("--seed", type=int, default=0, help="base seed of sample_seed")
     p.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
@@ -495,7 +496,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     model = pipeline_model(pipe, means, settings, args.negative_prompt)
     jpegs = synthesize(
-        model, plan, settings, args.batch_size, args.jpeg_quality, args.loader_threads, args.prefetch_batches
+        model, plan, settings, args.batch_size, args.jpeg_quality, args.host_threads, args.prefetch_batches
     )
     records = plan.to_dict("records")  # plan order = index order of the shard's source rows
     samples = zip(records, jpegs, strict=True)

@@ -237,13 +237,13 @@ def test_cli_writes_a_plain_webdataset_shard_byte_identically_twice(data, tiny_z
 
 def test_overlapped_shard_is_byte_identical_to_the_serial_one(data, tiny_zoo, tmp_path):
     """Loader threads, the model's own thread and the encoding on the caller's thread change no byte:
-    ``--loader-threads 0`` is the serial job (load, generate, encode, write in turn, one thread).
+    ``--host-threads 0`` is the serial job (load, generate, encode, write in turn, one thread).
     Batches of 3 over an index that is not label-sorted make the output wait for later batches."""
     args = ["--index", str(data / "index.parquet"), "--captions", str(data / "captions.parquet")]
     args += ["--class-means", str(data / "class_means.pt"), "--model", str(tiny_zoo / "sd")]
     args += ["--shard", "0", "--shard-size", "6", "--steps", "4", "--resolution", "32", "--batch-size", "3"]
-    runs = {"serial": ["--loader-threads", "0"], "default": [], "wide": ["--loader-threads", "3"]}
-    runs["shallow"] = ["--loader-threads", "1", "--prefetch-batches", "1"]
+    runs = {"serial": ["--host-threads", "0"], "default": [], "wide": ["--host-threads", "3"]}
+    runs["shallow"] = ["--host-threads", "1", "--prefetch-batches", "1"]
     for name, extra in runs.items():
         main([*args, *extra, "--out", str(tmp_path / f"{name}.tar")])
     digests = {name: sha256(tmp_path / f"{name}.tar") for name in runs}
