@@ -29,6 +29,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,7 @@ class Timing:
     wall_s: float
     cpu_s: float
     output: str
+    importtime: str
 
 
 def command(stage: str, mode: str) -> list[str]:
@@ -116,27 +118,46 @@ def command(stage: str, mode: str) -> list[str]:
     module = f"realfake.{stage}"
     if mode == "help":
         return [sys.executable, "-m", module, "--help"]
-    code = {
-        "module": f"import {module}; {TORCH_PROBE}",
-        "libs": STAGES[stage].libs,
-        "ready": f"import {module}; {STAGES[stage].libs}",
-    }[mode]
-    return [sys.executable, "-c", code]
+    if mode == "module":
+        return [sys.executable, "-c", f"import {module}; {TORCH_PROBE}"]
+    code = STAGES[stage].libs if mode == "libs" else f"import {module}; {STAGES[stage].libs}"
+    return [sys.executable, "-X", "importtime", "-c", code]  # the same small overhead on both sides
+
+
+def import_self_us(importtime: str) -> dict[str, int]:
+    """``{module: self microseconds}`` from ``python -X importtime``'s stderr."""
+    found = {}
+    for line in importtime.splitlines():
+        fields = line.removeprefix("import time:").split("|")
+        if len(fields) == 3 and fields[0].strip().isdigit():
+            found[fields[2].strip()] = int(fields[0])
+    return found
+
+
+def extra_imports(ready: str, libs: str) -> tuple[float, list[str]]:
+    """Seconds the ``ready`` run spent importing modules the ``libs`` run did not import (by
+    ``-X importtime``'s self times: independent of how much else the machine runs), and the
+    biggest of them: what the stage imports beyond its libraries."""
+    mine, theirs = import_self_us(ready), import_self_us(libs)
+    extra = {m: us for m, us in mine.items() if m not in theirs}
+    top = sorted(extra, key=extra.get, reverse=True)[:3]
+    return sum(extra.values()) / 1e6, [m for m in top if not m.startswith("realfake")]
 
 
 def timed(cmd: list[str]) -> Timing:
     """Wall and CPU seconds (user + system, ``os.wait4``) of one child; a failure is an error."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's realfake, not an installed one
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
+    with tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        output = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        err.seek(0)
+        stderr = err.read()
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{output}")
-    return Timing(wall, usage.ru_utime + usage.ru_stime, output)
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{output}{stderr[-3000:]}")
+    return Timing(wall, usage.ru_utime + usage.ru_stime, output, stderr)
 
 
 def measure(stages: list[str], repeat: int) -> dict[tuple[str, str], list[Timing]]:
@@ -166,7 +187,8 @@ def verdict(stage: str, ready: tuple[float, float], libs: tuple[float, float], t
 def report(runs: dict[tuple[str, str], list[Timing]], stages: list[str]) -> str:
     head = (
         "| stage | tensor | torch at import | help wall / CPU (s) | module wall / CPU | libs wall / CPU "
-        "| ready wall / CPU | ready/libs wall / CPU | goal |\n|---|:-:|:-:|---|---|---|---|---|---|"
+        "| ready wall / CPU | ready/libs wall / CPU | imported beyond libs (s) | goal |"
+        "\n|---|:-:|:-:|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for stage in stages:
@@ -176,8 +198,12 @@ def report(runs: dict[tuple[str, str], list[Timing]], stages: list[str]) -> str:
         ratio = f"{ready[0] / libs[0]:.2f} / {ready[1] / libs[1]:.2f}"
         pairs = " | ".join(f"{cell[m][0]:.2f} / {cell[m][1]:.2f}" for m in MODES)
         tensor = "yes" if STAGES[stage].tensor else "no"
+        extra, top = extra_imports(
+            runs[(stage, "ready")][-1].importtime, runs[(stage, "libs")][-1].importtime
+        )
+        beyond = f"{extra:.2f}" + (f" ({', '.join(top)})" if top and extra >= 0.05 else "")
         lines.append(
-            f"| {stage} | {tensor} | {'yes' if torch else 'no'} | {pairs} | {ratio} "
+            f"| {stage} | {tensor} | {'yes' if torch else 'no'} | {pairs} | {ratio} | {beyond} "
             f"| {verdict(stage, ready, libs, torch)} |"
         )
     return "\n".join(lines)

@@ -120,3 +120,15 @@ def test_startup_measures_each_stage_against_its_libraries():
     assert startup.verdict("train", (9.0, 5.6), (9.0, 5.0), torch=True).endswith("NOT met")  # 1.12 x
     text = startup.main(["cli", "lineage", "--repeat", "1"])
     assert "| cli | no | no |" in text and "| lineage | no | no |" in text
+
+
+def test_startup_counts_only_the_imports_beyond_the_libraries():
+    startup = load("startup")
+    header = "import time: self [us] | cumulative | imported package\n"
+    libs = header + "import time:       100 |        150 | numpy\n"
+    ready = (
+        libs
+        + "import time:      2000 |       2500 | scipy.stats\nimport time:   300 |   300 | realfake.lira\n"
+    )
+    extra, top = startup.extra_imports(ready, libs)
+    assert extra == pytest.approx(0.0023) and top == ["scipy.stats"]
