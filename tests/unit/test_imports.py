@@ -32,8 +32,19 @@ NO_TORCH = (
     "shards",
     "resources",
 )
-#: Of those, the ones that need no pandas either (the dispatcher, planning, provenance records).
-NO_PANDAS = ("cli", "lineage", "provenance", "report", "estimate", "preflight", "hub", "config", "shards")
+#: Of those, the ones that need no pandas either (the dispatcher, planning, provenance, data layout).
+NO_PANDAS = (
+    "cli",
+    "lineage",
+    "provenance",
+    "report",
+    "estimate",
+    "preflight",
+    "hub",
+    "config",
+    "shards",
+    "dataprep",
+)
 
 
 def heavy_modules_loaded_by(modules: tuple[str, ...], heavy: tuple[str, ...]) -> dict[str, list[str]]:
