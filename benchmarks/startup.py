@@ -69,7 +69,7 @@ STAGES: dict[str, Stage] = {
     ),
     "embed": Stage(
         True,
-        "import safetensors.torch; "
+        "import pandas, safetensors.torch; "
         "from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection",
     ),
     "finetune": Stage(
