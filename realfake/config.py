@@ -13,7 +13,6 @@ from typing import Any
 import jsonschema
 import yaml
 
-from realfake.index import LAYOUTS
 from realfake.targets import Choices, TargetError, table_cells
 
 #: (dataset key, section it names) pairs that must resolve.
@@ -179,6 +178,8 @@ def lira_errors(config: dict[str, Any], schema: dict) -> list[tuple[tuple, str]]
 
 def layout_option_errors(name: str, dataset: dict[str, Any]) -> list[tuple[tuple, str]]:
     """Options the dataset's layout reader does not take, or required ones it lacks."""
+    from realfake.index import LAYOUTS  # here: the readers need pandas, validating a config does not
+
     params = inspect.signature(LAYOUTS[dataset["layout"]]).parameters
     valid = [p for p in params if p != "root"]
     given = dataset.get("layout_options", {})

@@ -18,15 +18,17 @@ import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
 from realfake import provenance
 from realfake.imagenet import SUBSETS, imagenet_classes
 from realfake.io import atomic_path
+
+if TYPE_CHECKING:  # annotations; the readers import pandas when they run (dataprep, tinyood need none)
+    import pandas as pd
 
 log = logging.getLogger("realfake.index")
 
@@ -76,6 +78,8 @@ def _folder_rows(root: Path, class_ids: set[str] | None = None) -> list[tuple[st
 def read_imagefolder(root: Path) -> pd.DataFrame:
     """``train/<class_id>/*`` and ``val/<class_id>/*`` (split "test"); names from ``classes.tsv`` if
     present, else the class id. Columns: relpath, class_id, class_name, split."""
+    import pandas as pd
+
     table = pd.DataFrame(_folder_rows(root), columns=["relpath", "class_id", "split"])
     tsv = root / "classes.tsv"
     names = read_class_names(tsv) if tsv.is_file() else {}
@@ -89,6 +93,8 @@ def read_imagefolder(root: Path) -> pd.DataFrame:
 def read_imagenet(root: Path, subset: str = "in1k") -> pd.DataFrame:
     """ILSVRC-2012 ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*``, restricted to ``subset`` (in1k, in10 =
     ImageNette, in100 = the CMC list); names from :func:`realfake.imagenet.imagenet_classes`."""
+    import pandas as pd
+
     if subset not in SUBSETS:
         raise DatasetError(f"unknown ImageNet subset {subset!r}; known: {sorted(SUBSETS)}")
     names = imagenet_classes()
@@ -119,6 +125,8 @@ def _read_columns(path: Path, columns: int) -> list[list[str]]:
 def read_cub(root: Path) -> pd.DataFrame:
     """CUB-200-2011: ``images.txt``, ``image_class_labels.txt``, ``train_test_split.txt`` (1 = train)
     and ``classes.txt`` (``<id> 001.Black_footed_Albatross``); images under ``images/``."""
+    import pandas as pd
+
     paths = dict(_read_columns(root / "images.txt", 2))
     labels = dict(_read_columns(root / "image_class_labels.txt", 2))
     is_train = dict(_read_columns(root / "train_test_split.txt", 2))
@@ -135,6 +143,7 @@ def read_cars(root: Path) -> pd.DataFrame:
     """Stanford Cars in torchvision's ``stanford_cars/`` layout (``root`` is that folder):
     ``devkit/cars_meta.mat``, ``devkit/cars_train_annos.mat`` + ``cars_train/``,
     ``cars_test_annos_withlabels.mat`` + ``cars_test/``; class ids are the 1-based label, zero-padded."""
+    import pandas as pd
     from scipy.io import loadmat
 
     def load(path: Path, key: str):
@@ -158,6 +167,8 @@ def read_pets(root: Path) -> pd.DataFrame:
     """Oxford-IIIT Pet: ``annotations/{trainval,test}.txt`` (``<image> <class id> <species> <breed>``)
     and ``images/<image>.jpg``; class ids are the 1-based class id, zero-padded; names from the image
     name (``american_bulldog_12`` -> "american bulldog")."""
+    import pandas as pd
+
     rows = []
     for split, listing in (("train", "trainval.txt"), ("test", "test.txt")):
         for image, class_id, *_ in _read_columns(root / "annotations" / listing, 4):
@@ -168,6 +179,9 @@ def read_pets(root: Path) -> pd.DataFrame:
 
 def stratified_test_rows(labels: pd.Series, test_fraction: float, seed: int) -> pd.Series:
     """Boolean mask: per class, ``round(n * test_fraction)`` rows drawn by a seeded permutation."""
+    import numpy as np
+    import pandas as pd
+
     rng = np.random.default_rng(seed)
     test = pd.Series(False, index=labels.index)
     for _, positions in sorted(labels.groupby(labels).groups.items()):
@@ -179,6 +193,9 @@ def stratified_test_rows(labels: pd.Series, test_fraction: float, seed: int) -> 
 def read_eurosat(root: Path, split_seed: int = 0, test_fraction: float = 0.2) -> pd.DataFrame:
     """EuroSAT RGB (``2750/<Class>/*.jpg``; ``root`` may also be the ``2750`` folder). No official
     split exists: a per-class stratified, seeded split (recorded in the index's metadata)."""
+    import numpy as np
+    import pandas as pd
+
     base = root / "2750" if (root / "2750").is_dir() else root
     rows = [
         (p.relative_to(root).as_posix(), d.name, re.sub(r"(?<!^)(?=[A-Z])", " ", d.name).lower())
@@ -194,6 +211,8 @@ def read_celeba(root: Path, attribute: str) -> pd.DataFrame:
     """CelebA as a binary task on one attribute (App. G.7): ``list_attr_celeba.txt``,
     ``list_eval_partition.txt`` (0 train, 1 val (unused), 2 test), ``img_align_celeba/``. Classes
     ``0`` "not <attribute>" and ``1`` "<attribute>" (e.g. "heavy makeup"), for "a {class_name} person"."""
+    import pandas as pd
+
     attr_file = root / "list_attr_celeba.txt"
     lines = attr_file.read_text().splitlines() if attr_file.is_file() else []
     if len(lines) < 2:
@@ -319,6 +338,8 @@ def build_index(
 
 def read_index(path: str | os.PathLike) -> pd.DataFrame:
     """Load an ``index.parquet`` and check it has the contract's columns."""
+    import pandas as pd
+
     index = pd.read_parquet(path)
     missing = [c for c in COLUMNS if c not in index.columns]
     if missing:

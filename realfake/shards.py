@@ -11,8 +11,10 @@ import argparse
 import hashlib
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # only annotations: planning (estimate, preflight) starts without pandas
+    import pandas as pd
 
 
 def num_shards(num_items: int, shard_size: int) -> int:

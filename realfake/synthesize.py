@@ -12,11 +12,19 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import queue
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from itertools import islice
 from pathlib import Path
+from typing import TypeVar
 
+import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageOps
@@ -40,6 +48,10 @@ DEFAULT_NEGATIVE = "distorted, unrealistic, blurry, out of frame"  # App. E, use
 LORA_ADAPTER = "realfake"
 #: Where the visual-guidance token enters classifier-free guidance (:func:`condition_embeds`).
 GUIDANCE_BRANCHES = ("positive", "both")
+T = TypeVar("T")
+#: The model step of a shard: (batch of plan rows, its source images or None for txt2img) ->
+#: float images ``[B, H, W, 3]`` in [0, 1] (:func:`pipeline_model`; a benchmark substitutes its own).
+BatchModel = Callable[[pd.DataFrame, "list[Image.Image] | None"], np.ndarray]
 
 
 @dataclass
@@ -167,8 +179,12 @@ def generate_batch(
     negative_embeds: torch.Tensor,
     gens: list[torch.Generator],
     settings: SynthesisSettings,
-) -> list[Image.Image]:
-    """One pipeline call for the whole batch: img2img from ``images``, or txt2img when ``None``."""
+    output_type: str = "pil",
+) -> list[Image.Image] | np.ndarray:
+    """One pipeline call for the whole batch: img2img from ``images``, or txt2img when ``None``.
+
+    ``output_type="np"`` returns the float images ``[B, H, W, 3]`` the pipeline would turn into PIL
+    images (:func:`to_pil` does that later, off the model's thread, to the same pixels)."""
     common = dict(
         prompt_embeds=prompt_embeds,
         negative_prompt_embeds=negative_embeds,
@@ -176,7 +192,7 @@ def generate_batch(
         guidance_scale=settings.guidance_scale,
         generator=gens,
         cross_attention_kwargs={"scale": settings.lora_scale},
-        output_type="pil",
+        output_type=output_type,
     )
     with torch.inference_mode():
         if images is None:
@@ -257,37 +273,150 @@ def load_pipeline(model: str, lora: str | None, device: str, txt2img: bool = Fal
     return pipe
 
 
-def synthesize(
+def to_pil(images: np.ndarray) -> list[Image.Image]:
+    """RGB images of float ``[B, H, W, 3]`` in [0, 1], rounded to uint8 as diffusers'
+    ``VaeImageProcessor.numpy_to_pil`` does for ``output_type="pil"`` (the same pixels, tested)."""
+    return [Image.fromarray(a) for a in (images * 255).round().astype("uint8")]
+
+
+def pipeline_model(
     pipe,
-    plan: pd.DataFrame,
     class_means: torch.Tensor | ImageEmbeddings | None,
     settings: SynthesisSettings,
     negative_prompt: str,
-    batch_size: int,
-    jpeg_quality: int,
-) -> Iterator[bytes]:
-    """JPEG bytes of every plan row in plan order, generated in class-sorted batches and yielded as
-    soon as the rows before them are done (at once for a label-sorted index), so a shard streams to
-    disk instead of piling up in memory."""
-    done: dict[int, bytes] = {}
-    order, cursor = list(plan.index), 0
-    for batch in tqdm(class_batches(plan, batch_size), desc="synthesize", unit="batch"):
+) -> BatchModel:
+    """The :data:`BatchModel` of a loaded pipeline: guidance, prompt embeddings and one pipeline call."""
+
+    def run(batch: pd.DataFrame, images: list[Image.Image] | None) -> np.ndarray:
         guidance = select_guidance(class_means, batch["label"].tolist(), batch["image_id"].tolist())
         positive, negative = condition_embeds(
             pipe, list(batch["prompt"]), guidance, negative_prompt, settings.guidance_branches
         )
-        images = (
-            None
-            if settings.txt2img
-            else [load_image(p, settings.resolution, settings.prior_fit) for p in batch["path"]]
+        gens = generators(batch["seed"])
+        return generate_batch(pipe, images, positive, negative, gens, settings, output_type="np")
+
+    return run
+
+
+def ahead(tasks: Iterable[Callable[[], T]], pool: Executor | None, depth: int) -> Iterator[T]:
+    """The results of ``tasks`` in order, each started in ``pool`` up to ``depth`` tasks before it
+    is needed (bounded prefetch: memory stays ``depth`` results); ``pool=None`` runs each in turn."""
+    if pool is None:
+        yield from (task() for task in tasks)
+        return
+    todo = iter(tasks)
+    pending = deque(pool.submit(task) for task in islice(todo, max(depth, 1)))
+    while pending:
+        result = pending.popleft().result()
+        pending.extend(pool.submit(task) for task in islice(todo, 1))
+        yield result
+
+
+def source_batches(
+    batches: Sequence[pd.DataFrame], settings: SynthesisSettings, pool: Executor | None, depth: int
+) -> Iterator[list[Image.Image] | None]:
+    """Each batch's source images (the latent prior), decoded and fitted in ``pool`` up to ``depth``
+    images ahead of the model; ``None`` per batch for txt2img."""
+    if settings.txt2img:
+        yield from (None for _ in batches)
+        return
+    load = partial(load_image, resolution=settings.resolution, fit=settings.prior_fit)
+    images = ahead((partial(load, p) for b in batches for p in b["path"]), pool, depth)
+    for batch in batches:
+        yield list(islice(images, len(batch)))
+
+
+_END = object()
+
+
+def in_background(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items`` produced by a thread of their own, at most ``depth`` ahead of the consumer.
+
+    An error of the producer is raised here, in the consumer; a consumer that stops (error,
+    ``close()``) stops the producer after the item it is making. The producer's thread is the one
+    that runs ``items``' code (in synthesis: the model), this one does whatever consumes them.
+    """
+    channel: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+    stop = threading.Event()
+
+    def send(message: tuple[bool, object]) -> bool:
+        while not stop.is_set():
+            try:
+                channel.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not send((True, item)):
+                    return
+            send((True, _END))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
+            send((False, err))
+
+    thread = threading.Thread(target=produce, name="synthesize-model", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = channel.get()
+            if not ok:
+                raise item
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def synthesize(
+    model: BatchModel,
+    plan: pd.DataFrame,
+    settings: SynthesisSettings,
+    batch_size: int,
+    jpeg_quality: int,
+    host_threads: int = 2,
+    prefetch_batches: int = 2,
+) -> Iterator[bytes]:
+    """JPEG bytes of every plan row in plan order, generated in class-sorted batches and yielded as
+    soon as the rows before them are done (at once for a label-sorted index), so a shard streams to
+    disk instead of piling up in memory.
+
+    With ``host_threads`` > 0 the model does not wait for the host: ``host_threads`` threads decode
+    and fit the source images up to ``prefetch_batches`` batches ahead and JPEG-encode the results,
+    the model runs in a thread of its own (:func:`in_background`, ``prefetch_batches`` outputs
+    ahead), and the caller's thread converts and writes. ``0`` does all of it in turn on the
+    caller's thread (the serial reference). The bytes are the same either way: the per-sample seeds,
+    the batches and the order do not depend on the threads.
+    """
+    if host_threads < 0 or prefetch_batches < 1:
+        raise ValueError(
+            f"host_threads {host_threads} must be >= 0 and prefetch_batches {prefetch_batches} >= 1"
         )
-        results = generate_batch(pipe, images, positive, negative, generators(batch["seed"]), settings)
-        done.update(
-            {pos: encode_jpeg(img, jpeg_quality) for pos, img in zip(batch.index, results, strict=True)}
-        )
-        while cursor < len(order) and order[cursor] in done:
-            yield done.pop(order[cursor])
-            cursor += 1
+    batches = class_batches(plan, batch_size)
+    pool = ThreadPoolExecutor(host_threads, "synthesize-host") if host_threads > 0 else None
+    sources = source_batches(batches, settings, pool, prefetch_batches * batch_size)
+    steps = tqdm(zip(batches, sources, strict=True), total=len(batches), desc="synthesize", unit="batch")
+    outputs = ((batch.index, model(batch, images)) for batch, images in steps)
+    if pool is not None:
+        outputs = in_background(outputs, prefetch_batches)
+    done: dict[int, bytes] = {}
+    order, cursor = list(plan.index), 0
+    try:
+        encode = partial(encode_jpeg, quality=jpeg_quality)
+        for positions, images in outputs:
+            jpegs = map(encode, to_pil(images)) if pool is None else pool.map(encode, to_pil(images))
+            done.update(zip(positions, jpegs, strict=True))
+            while cursor < len(order) and order[cursor] in done:
+                yield done.pop(order[cursor])
+                cursor += 1
+    finally:
+        outputs.close()  # stops the model's thread before the loaders it reads from
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -319,6 +448,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--txt2img", action="store_true", help="ablation: Gaussian prior, full --steps")
     p.add_argument("--jpeg-quality", type=int, default=95)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--host-threads", type=int, default=2,
+                   help="threads that load sources ahead and encode; 0 = serial (same bytes)")  # fmt: skip
+    p.add_argument("--prefetch-batches", type=int, default=2, help="batches loaded / generated ahead")
     p.add_argument("--seed", type=int, default=0, help="base seed of sample_seed")
     p.add_argument("--device", default="auto", help="torch device; auto = cuda if available, else cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: as set by caller)")
@@ -362,7 +494,10 @@ def main(argv: list[str] | None = None) -> None:
         safetensors_metadata(args.lora, "LoRA")  # a pickle or cut file is refused before the model loads
     pipe = load_pipeline(args.model, args.lora, resolve_device(args.device), args.txt2img)
     start = time.perf_counter()
-    jpegs = synthesize(pipe, plan, means, settings, args.negative_prompt, args.batch_size, args.jpeg_quality)
+    model = pipeline_model(pipe, means, settings, args.negative_prompt)
+    jpegs = synthesize(
+        model, plan, settings, args.batch_size, args.jpeg_quality, args.host_threads, args.prefetch_batches
+    )
     records = plan.to_dict("records")  # plan order = index order of the shard's source rows
     samples = zip(records, jpegs, strict=True)
     write_shard((make_sample(r, j, args.synth_pass, args.negative_prompt) for r, j in samples), args.out)

@@ -96,3 +96,39 @@ def test_each_change_reruns_exactly_its_dependent_jobs(tmp_path):
     for outcome in outcomes:
         assert outcome.scheduled == outcome.case.expected, outcome.case.name
         assert outcome.undone == set(), outcome.case.name
+
+
+def test_synthesis_overlap_runs_the_real_job_serial_and_overlapped_to_the_same_shard():
+    overlap = load("synthesis_overlap")
+    results = overlap.main(["--images", "8", "--batch-size", "4", "--resolution", "32", "--model-ms", "2"])
+    assert [r.mode for r in results] == ["serial @ 2 ms/image", "overlapped @ 2 ms/image"]
+    for r in results:
+        assert len(r.calls) == 2  # two batches of 4, each one model call inside the job's wall time
+        assert 0 <= r.fill_s <= r.calls[1][0] and r.calls[-1][1] <= r.wall_s
+        assert r.model_s + r.fill_s + r.gaps_s + r.drain_s == pytest.approx(r.wall_s)
+
+
+def test_startup_measures_each_stage_against_its_libraries():
+    startup = load("startup")
+    assert startup.command("tables", "help")[1:] == ["-m", "realfake.tables", "--help"]
+    ready = startup.command("synthesize", "ready")[-1]
+    assert ready.startswith("import realfake.synthesize; ") and ready.endswith(
+        startup.STAGES["synthesize"].libs
+    )
+    assert startup.verdict("tables", (0.5, 0.4), (0.3, 0.3), torch=False).endswith(": met")
+    assert startup.verdict("tables", (0.5, 0.4), (0.3, 0.3), torch=True).endswith("NOT met")
+    assert startup.verdict("train", (9.0, 5.6), (9.0, 5.0), torch=True).endswith("NOT met")  # 1.12 x
+    text = startup.main(["cli", "lineage", "--repeat", "1"])
+    assert "| cli | no | no |" in text and "| lineage | no | no |" in text
+
+
+def test_startup_counts_only_the_imports_beyond_the_libraries():
+    startup = load("startup")
+    header = "import time: self [us] | cumulative | imported package\n"
+    libs = header + "import time:       100 |        150 | numpy\n"
+    ready = (
+        libs
+        + "import time:      2000 |       2500 | scipy.stats\nimport time:   300 |   300 | realfake.lira\n"
+    )
+    extra, top = startup.extra_imports(ready, libs)
+    assert extra == pytest.approx(0.0023) and top == ["scipy.stats"]

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +21,12 @@ from PIL import Image
 
 from realfake.synthesize import (
     SynthesisSettings,
+    ahead,
     condition_embeds,
     encode_jpeg,
     generate_batch,
     generators,
+    in_background,
     load_image,
     load_pipeline,
     main,
@@ -29,6 +34,8 @@ from realfake.synthesize import (
     read_shard,
     sample_key,
     shard_plan,
+    synthesize,
+    to_pil,
     write_shard,
 )
 
@@ -226,6 +233,90 @@ def test_cli_writes_a_plain_webdataset_shard_byte_identically_twice(data, tiny_z
     assert [int(s["cls"]) for s in samples] == TRAIN_LABELS[:4]
     assert all(s["jpg"].size == (32, 32) and s["jpg"].mode == "RGB" for s in samples)
     assert all(s["__key__"].endswith("__p1") for s in samples)
+
+
+def test_overlapped_shard_is_byte_identical_to_the_serial_one(data, tiny_zoo, tmp_path):
+    """Loader threads, the model's own thread and the encoding on the caller's thread change no byte:
+    ``--host-threads 0`` is the serial job (load, generate, encode, write in turn, one thread).
+    Batches of 3 over an index that is not label-sorted make the output wait for later batches."""
+    args = ["--index", str(data / "index.parquet"), "--captions", str(data / "captions.parquet")]
+    args += ["--class-means", str(data / "class_means.pt"), "--model", str(tiny_zoo / "sd")]
+    args += ["--shard", "0", "--shard-size", "6", "--steps", "4", "--resolution", "32", "--batch-size", "3"]
+    runs = {"serial": ["--host-threads", "0"], "default": [], "wide": ["--host-threads", "3"]}
+    runs["shallow"] = ["--host-threads", "1", "--prefetch-batches", "1"]
+    for name, extra in runs.items():
+        main([*args, *extra, "--out", str(tmp_path / f"{name}.tar")])
+    digests = {name: sha256(tmp_path / f"{name}.tar") for name in runs}
+    assert set(digests.values()) == {digests["serial"]}, digests
+    assert [s["meta"]["label"] for s in read_shard(tmp_path / "serial.tar")] == TRAIN_LABELS
+
+
+def test_to_pil_rounds_like_the_pipelines_own_pil_output():
+    from diffusers.image_processor import VaeImageProcessor
+
+    images = np.random.default_rng(0).random((3, 8, 8, 3), dtype=np.float32)
+    images[0, 0, 0] = [0.0, 1.0, 0.5 / 255]  # the ends of the range and a rounding tie
+    ours, theirs = to_pil(images), VaeImageProcessor.numpy_to_pil(images)
+    assert [i.tobytes() for i in ours] == [i.tobytes() for i in theirs]
+    assert {i.mode for i in ours} == {"RGB"}
+
+
+def test_ahead_keeps_order_and_runs_at_most_depth_tasks_ahead():
+    started: list[int] = []
+
+    def task(i: int):
+        started.append(i)
+        time.sleep(0.001 * (5 - i % 5))  # later tasks finish first
+        return i
+
+    with ThreadPoolExecutor(3) as pool:
+        results = ahead((lambda i=i: task(i) for i in range(12)), pool, depth=4)
+        assert next(results) == 0
+        time.sleep(0.05)
+        assert max(started) <= 4  # task 0 consumed: tasks 1-4 submitted at most, nothing further
+        assert [0, *results] == list(range(12))
+    assert list(ahead((lambda i=i: i for i in range(3)), None, depth=4)) == [0, 1, 2]
+
+
+def test_in_background_raises_the_producers_error_and_stops_it_when_the_consumer_stops():
+    def failing():
+        yield 1
+        raise RuntimeError("model failed on batch 2")
+
+    items = in_background(failing(), depth=2)
+    assert next(items) == 1
+    with pytest.raises(RuntimeError, match="batch 2"):
+        next(items)
+
+    made: list[int] = []
+
+    def endless():
+        for i in range(10_000):
+            made.append(i)
+            yield i
+
+    items = in_background(endless(), depth=2)
+    assert [next(items), next(items)] == [0, 1]
+    items.close()
+    assert len(made) <= 5  # two consumed, at most two queued and one being made when stopped
+    assert not [t for t in threading.enumerate() if t.name == "synthesize-model"]
+
+
+def test_a_model_error_mid_shard_leaves_no_shard(data, tmp_path):
+    plan = plan_of(data, size=6)
+    calls = []
+
+    def model(batch, images):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise RuntimeError("out of memory on batch 2")
+        return np.full((len(batch), 32, 32, 3), 0.5, dtype=np.float32)
+
+    jpegs = synthesize(model, plan, FAST, batch_size=2, jpeg_quality=90)
+    samples = (make_sample(r, j, 0, NEGATIVE) for r, j in zip(plan.to_dict("records"), jpegs, strict=True))
+    with pytest.raises(RuntimeError, match="batch 2"):
+        write_shard(samples, tmp_path / "s.tar")
+    assert calls == [2, 2] and list(tmp_path.iterdir()) == []  # no shard, no temporary left
 
 
 def test_pixels_do_not_depend_on_batch_composition(pipe, data):
