@@ -137,5 +137,5 @@ def pretrain_argv(pretrain: Mapping, model: str) -> list[str]:
     if model == "vae":
         argv += ["--warm-steps", str(run["warm_steps"])]
     if model == "unet":
-        argv += ["--snr-gamma", str(run["snr_gamma"])]
+        argv += ["--snr-gamma", str(run["snr_gamma"]), "--snr-shift", str(run.get("snr_shift", 1.0))]
     return argv

@@ -169,6 +169,22 @@ def warm_latent(pixels: torch.Tensor, factor: int) -> torch.Tensor:
     return torch.cat([pooled, contrast], dim=1)
 
 
+def start_deterministic(vae, log_variance: float = -6.0) -> None:
+    """Make ``vae``'s posterior log-variance the constant ``log_variance`` (std e^-3 by default).
+
+    The moments (mean, log-variance) leave the encoder's ``conv_out`` and then pass a 1x1
+    ``quant_conv`` that mixes all eight channels, so the log-variance rows of the last of these
+    layers are set: zero weights, constant bias. Setting the encoder's alone left the random
+    ``quant_conv`` to mix the means into the log-variance (measured 2026-12-02: posterior std 0.75
+    in scaled latent units against a latent spread of 1.02), so every latent the UNet learned from
+    was drowned in posterior noise and its samples were colour blotches. The warm start never
+    trains these rows, and AdamW leaves them there (zero gradient)."""
+    channels = vae.config.latent_channels
+    last = vae.quant_conv if vae.quant_conv is not None else vae.encoder.conv_out
+    last.weight[channels:].zero_()
+    last.bias[channels:].fill_(log_variance)
+
+
 def train_vae(images: torch.Tensor, sizes: TinySizes, run: RunSettings, out: Path) -> None:
     """AutoencoderKL: latent warm start, then MSE + 1e-6 KL; its ``scaling_factor`` is set to
     1 / std of the corpus latents, as SD's 0.18215 makes its latents unit-variance."""
@@ -176,9 +192,8 @@ def train_vae(images: torch.Tensor, sizes: TinySizes, run: RunSettings, out: Pat
 
     torch.manual_seed(run.seed)
     vae = tiny_vae(sizes).train()
-    with torch.no_grad():  # start nearly deterministic: posterior std e^-3, so codes are not drowned
-        vae.encoder.conv_out.weight[4:].zero_()
-        vae.encoder.conv_out.bias[4:].fill_(-6.0)
+    with torch.no_grad():  # nearly deterministic: posterior std e^-3, so codes are not drowned
+        start_deterministic(vae)
     factor = 2 ** (len(sizes.vae_channels) - 1)
     noise = torch.Generator().manual_seed(run.seed + 1)
     optimizer, schedule = make_optimizer(vae.parameters(), run)
@@ -219,10 +234,12 @@ def train_unet(
     run: RunSettings,
     snr_gamma: float,
     out: Path,
+    snr_shift: float = 1.0,
 ) -> None:
     """SD's UNet on the frozen VAE's latents, conditioned on the frozen CLIP text tower (hidden
-    states, as SD-1.5): min-SNR-gamma weighted epsilon MSE; 10 % empty captions. Writes the whole
-    SD folder (VAE, text encoder, tokenizer, UNet, scheduler)."""
+    states, as SD-1.5): min-SNR-gamma weighted epsilon MSE; 10 % empty captions; SD-1.5's noise
+    schedule with its SNR shifted by ``snr_shift`` for the latent size (:func:`realfake.zoo.shifted_betas`).
+    Writes the whole SD folder (VAE, text encoder, tokenizer, UNet, that schedule's scheduler)."""
     from diffusers import AutoencoderKL, DDPMScheduler
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -240,7 +257,8 @@ def train_unet(
         ids = tokenize(tokenizer, captions)
         hidden = torch.cat([text_encoder(chunk)[0] for chunk in ids.split(256)])
         empty = text_encoder(tokenize(tokenizer, [""]))[0]
-    scheduler = DDPMScheduler.from_config(sd_scheduler().config)
+    sampler = sd_scheduler(snr_shift)
+    scheduler = DDPMScheduler.from_config(sampler.config)
     torch.manual_seed(run.seed)
     unet = tiny_unet(sizes).train()
     noise_gen = torch.Generator().manual_seed(run.seed + 1)
@@ -260,7 +278,7 @@ def train_unet(
         optimizer.step(), optimizer.zero_grad(set_to_none=True), schedule.step()
         log(step, loss=loss.item())
     log.close()
-    save_sd(out, vae, text_encoder, tokenizer, unet.eval())
+    save_sd(out, vae, text_encoder, tokenizer, unet.eval(), sampler)
 
 
 # --- captioner ----------------------------------------------------------------------------------
@@ -334,6 +352,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--warm-steps", type=int, default=0, help="vae: steps of the latent warm start")
     p.add_argument("--snr-gamma", type=float, default=5.0, help="unet: min-SNR gamma")
+    p.add_argument(
+        "--snr-shift", type=float, default=1.0, help="unet: SNR factor of the noise schedule (1 = SD-1.5's)"
+    )
     p.add_argument("--clip", type=Path, help="unet: the pretrained CLIP folder (text encoder)")
     p.add_argument("--vae", type=Path, help="unet: the pretrained VAE folder")
     sizes = TinySizes()
@@ -341,8 +362,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.model == "unet" and (args.clip is None or args.vae is None):
         p.error("unet needs --clip and --vae")
-    if min(args.steps, args.batch_size, args.threads, args.warmup) < 1 or args.lr <= 0:
-        p.error("--steps, --batch-size, --threads, --warmup and --lr must be positive")
+    if min(args.steps, args.batch_size, args.threads, args.warmup) < 1 or min(args.lr, args.snr_shift) <= 0:
+        p.error("--steps, --batch-size, --threads, --warmup, --lr and --snr-shift must be positive")
     return args
 
 
@@ -369,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.model == "vae":
             train_vae(images, sizes, run, tmp)
         elif args.model == "unet":
-            train_unet(images, captions, args.clip, args.vae, sizes, run, args.snr_gamma, tmp)
+            train_unet(images, captions, args.clip, args.vae, sizes, run, args.snr_gamma, tmp, args.snr_shift)
         else:
             train_captioner(images, canonical_captions(args.corpus), sizes, run, tmp)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -151,22 +152,58 @@ def tiny_clip(sizes: TinySizes, tokenizer):
     return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=sizes.hidden))
 
 
-def sd_scheduler():
-    """SD-1.5's scheduler config (PNDM, scaled-linear betas 0.00085-0.012, 1000 steps)."""
+#: SD-1.5's training noise schedule: scaled-linear betas over 1000 steps.
+SD_BETAS = (0.00085, 0.012, 1000)
+
+
+def shifted_betas(snr_shift: float) -> list[float]:
+    """SD-1.5's betas with every step's signal-to-noise ratio multiplied by about ``snr_shift``,
+    the last step kept at SD-1.5's.
+
+    Noise destroys a small image faster than a large one at the same SNR (a 2x2 average of a
+    64x64 latent holds 4x the SNR of one pixel), so a schedule made for 64x64 latents is, in
+    effect, much noisier on 8x8 ones: strength 0.75 would leave an 8x8 latent far less of its
+    source than it leaves SD-1.5's. Shifting log-SNR by ``ln(snr_shift)`` (``snr_shift = (64 /
+    side)**2`` for a ``side``x``side`` latent) puts each timestep back at the noise level it has at
+    512 px. The shift alone would leave signal in the last step (SNR 0.3 instead of 0.005), where
+    text-to-image sampling starts from pure noise; so sqrt(alphā) is then mapped linearly to keep
+    the last step at SD-1.5's value and the first at the shifted one. That map lowers the effective
+    factor: for ``snr_shift = 64``, about 35 over most steps, 30 at t = 750 (where strength 0.75
+    starts), tapering to 1 at the last step. ``snr_shift = 1`` returns SD-1.5's betas.
+    """
+    start, end, steps = SD_BETAS
+    betas = torch.linspace(start**0.5, end**0.5, steps, dtype=torch.float64) ** 2
+    alpha_bar = torch.cumprod(1 - betas, 0)
+    if snr_shift == 1:
+        return betas.tolist()
+    log_snr = torch.log(alpha_bar / (1 - alpha_bar)) + math.log(snr_shift)
+    root = torch.sigmoid(log_snr).sqrt()
+    first, last = root[0], alpha_bar[-1].sqrt()
+    root = last + (root - root[-1]) * (first - last) / (first - root[-1])
+    shifted = root**2
+    return torch.cat([1 - shifted[:1], 1 - shifted[1:] / shifted[:-1]]).tolist()
+
+
+def sd_scheduler(snr_shift: float = 1.0):
+    """SD-1.5's scheduler config (PNDM, scaled-linear betas 0.00085-0.012, 1000 steps); with
+    ``snr_shift`` != 1 the same with :func:`shifted_betas` as its ``trained_betas``, which every
+    diffusers scheduler (DDPM for training, UniPC for sampling) reads from the saved config."""
     from diffusers import PNDMScheduler
 
+    start, end, steps = SD_BETAS
     return PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
+        beta_start=start,
+        beta_end=end,
         beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
+        num_train_timesteps=steps,
         set_alpha_to_one=False,
         skip_prk_steps=True,
         steps_offset=1,
+        trained_betas=None if snr_shift == 1 else shifted_betas(snr_shift),
     )
 
 
-def save_sd(out: Path, vae, text_encoder, tokenizer, unet) -> None:
+def save_sd(out: Path, vae, text_encoder, tokenizer, unet, scheduler=None) -> None:
     """Write a Stable Diffusion pipeline folder (diffusers layout, safetensors)."""
     from diffusers import StableDiffusionPipeline
 
@@ -175,7 +212,7 @@ def save_sd(out: Path, vae, text_encoder, tokenizer, unet) -> None:
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=sd_scheduler(),
+        scheduler=scheduler if scheduler is not None else sd_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

@@ -3,6 +3,7 @@ the corpus holds out every tiny class, and each run writes a model the pipeline'
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,23 @@ def test_corpus_is_deterministic_and_its_captions_say_what_is_drawn(tmp_path):
     assert set(" ".join(table["canonical"]).split()) <= set(tinycorpus.vocabulary())
 
 
+def test_a_share_of_the_corpus_is_degraded_and_its_caption_says_how():
+    """The web's bad photos: the words of the negative prompt name real defects of real images."""
+    rows = [tinycorpus.corpus_item(n, 32, seed=0)[1] for n in range(400)]
+    defects = [r["defect"] for r in rows if r["defect"]]
+    assert 0.15 < len(defects) / len(rows) < 0.35 and set(defects) == set(tinycorpus.DEFECTS)
+    for row in rows:
+        assert row["caption"].endswith(f", {row['defect']}") == bool(row["defect"])
+        assert not row["defect"] or row["defect"] not in row["canonical"]  # the captioner: the object only
+    assert set(" ".join(tinycorpus.DEFECTS).split()) <= set(tinycorpus.vocabulary())
+    clean, _ = tinycorpus.render_corpus_image(("red", "striped", "star"), 32, np.random.default_rng(0))
+    for defect in tinycorpus.DEFECTS:
+        changed = np.asarray(tinycorpus.degrade(clean, defect, np.random.default_rng(1)), dtype=float)
+        assert changed.shape == (32, 32, 3) and np.abs(changed - np.asarray(clean)).mean() > 2, defect
+    with pytest.raises(ValueError, match="unknown defect"):
+        tinycorpus.degrade(clean, "grainy", np.random.default_rng(1))
+
+
 def test_warm_latent_is_the_cells_mean_colour_and_contrast():
     pixels = torch.zeros(1, 3, 8, 8)
     pixels[0, 0] = 0.5  # a flat colour: no contrast
@@ -66,6 +84,27 @@ def test_pretrain_argv_parses_back_into_the_config(model):
     assert (args.warmup, args.seed, args.threads) == (run["warmup"], run["seed"], run["threads"])
     assert args.image_size == config["corpus"]["image_size"]
     assert args.warm_steps == run.get("warm_steps", 0) and args.snr_gamma == run.get("snr_gamma", 5.0)
+    assert args.snr_shift == run.get("snr_shift", 1.0)
+
+
+def test_shifted_schedule_raises_every_steps_snr_and_keeps_the_last_at_sd15s():
+    """snr_shift 1 is SD-1.5's own schedule (diffusers' scaled-linear betas); 64 raises the SNR of
+    every step but the last, in order, and the pipeline's samplers read it from the saved config."""
+    from diffusers import DDPMScheduler, UniPCMultistepScheduler
+
+    from realfake.zoo import sd_scheduler, shifted_betas
+
+    sd15 = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    assert torch.allclose(torch.tensor(shifted_betas(1)).float(), sd15.betas, atol=1e-7)
+
+    def snr(a):
+        return a / (1 - a)
+
+    shifted = UniPCMultistepScheduler.from_config(sd_scheduler(64).config).alphas_cumprod.double()
+    ratio = snr(shifted) / snr(sd15.alphas_cumprod.double())
+    assert (ratio[:-1] > 1).all() and abs(ratio[-1].item() - 1) < 1e-3
+    assert (shifted[1:] < shifted[:-1]).all()  # still a noising schedule
+    assert 10 < ratio[750].item() < 64  # strength 0.75 starts far less noisy than on SD-1.5's schedule
 
 
 def test_each_run_writes_a_model_the_pipeline_loads(tmp_path):
@@ -82,6 +121,8 @@ def test_each_run_writes_a_model_the_pipeline_loads(tmp_path):
                   + ["--out", str(tmp_path / "sd")])  # fmt: skip
     pipe = load_sd_pipeline(str(tmp_path / "sd"))
     assert pipe.vae.config.scaling_factor > 0 and pipe.vae.config.scaling_factor != 0.18215
+    posterior = pipe.vae.encode(torch.rand(4, 3, 32, 32) * 2 - 1).latent_dist  # any image: nearly exact
+    assert torch.allclose(posterior.std, torch.full_like(posterior.std, math.exp(-3)), rtol=1e-3)
     processor, clip = load_clip_vision(str(tmp_path / "clip"))
     pixels = processor(images=[np.zeros((32, 32, 3), np.uint8)], return_tensors="pt")["pixel_values"]
     assert clip(pixel_values=pixels).image_embeds.shape[-1] == text_hidden_size(str(tmp_path / "sd"))
