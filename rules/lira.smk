@@ -12,7 +12,7 @@
 #   results/<dataset>/lira/<pipeline>/model-<m>/{classifier,logits}.safetensors
 #   results/<dataset>/lira/<pipeline>/metrics.json, results/<dataset>/lira/roc.{png,svg}
 #
-# Input/params functions: rules/common.smk, section "LiRA membership inference".
+# Input/params functions: rules/common.smk (section "LiRA membership inference") over realfake/plan.py.
 wildcard_constraints:
     pipeline="|".join(LIRA_PIPELINES),
     model=r"0|[1-9][0-9]*",
@@ -77,7 +77,7 @@ rule lira_finetune_lora:
         index="results/{dataset}/lira/model-{model}/index.parquet",
         captions=lira_finetune_captions,
         class_means="results/{dataset}/lira/model-{model}/class_means.pt",
-        embeddings=with_generator(finetune_embeddings),
+        embeddings=lira_finetune_embeddings,
         zoo=tiny_model_input("sd"),
     output:
         "results/{dataset}/lira/synthetic/model-{model}/lora.safetensors",
@@ -107,7 +107,7 @@ rule lira_synthesize_shard:
         index="results/{dataset}/lira/model-{model}/index.parquet",
         captions=lira_synthesis_captions,
         class_means="results/{dataset}/lira/model-{model}/class_means.pt",
-        embeddings=with_generator(synthesis_embeddings),
+        embeddings=lira_synthesis_embeddings,
         lora="results/{dataset}/lira/synthetic/model-{model}/lora.safetensors",
         zoo=tiny_model_input("sd"),
     output:
