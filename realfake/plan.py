@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from realfake.budget import lora_steps
-from realfake.commands import finetune_argv, synthesis_argv
+from realfake.commands import caption_argv, finetune_argv, index_argv, synthesis_argv, train_argv
 from realfake.resources import StageCost, memory_mb, runtime_minutes, stage_cost
 from realfake.shards import num_shards
 from realfake.targets import (
@@ -89,14 +89,6 @@ def dataset_root_input(config: Mapping, dataset: str) -> list[str]:
     """The generated tiny dataset when a dataset's root is it; real roots are checked at run time."""
     root = dataset_cfg(config, dataset)["root"]
     return [root] if Path(root) == Path(config["tiny"]["data"]) else []
-
-
-def pretrained_flag(config: Mapping, dataset: str) -> str:
-    """``--pretrained DIR`` from the dataset (App. G.2), else from its model set, else nothing."""
-    pretrained = dataset_cfg(config, dataset).get("classifier_pretrained") or model_set(config, dataset)[
-        "classifier"
-    ].get("pretrained")
-    return f"--pretrained {pretrained}" if pretrained else ""
 
 
 def eval_batch(recipe: Mapping) -> int:
@@ -231,6 +223,33 @@ def synthesis_args(
             lora=lora,
             captions=captions[0] if captions else None,
             image_embeddings=synthesis_embeddings(config, dataset, variant),
+        )
+    )
+
+
+def index_args(config: Mapping, dataset: str) -> str:
+    """The realfake.index flags of a dataset (root, layout and its options, declared sizes)."""
+    return shlex.join(index_argv(dataset_cfg(config, dataset)))
+
+
+def caption_args(config: Mapping, dataset: str) -> str:
+    """The realfake.caption run flags of a dataset's shard jobs (BLIP-2 model, shard size,
+    inference batch and caption length of its model set)."""
+    model = model_set(config, dataset)["blip2"]
+    return shlex.join(caption_argv(dataset_cfg(config, dataset), inference(config, dataset), model=model))
+
+
+def train_args(config: Mapping, exp: Experiment) -> str:
+    """The realfake.train flags of an experiment's classifier: the dataset's classifier and
+    recipe, the experiment's seed, ``--real`` when it trains on the real split too."""
+    recipe = setting(config, "recipes", exp.dataset)
+    return shlex.join(
+        train_argv(
+            dataset_cfg(config, exp.dataset),
+            model_set(config, exp.dataset),
+            recipe,
+            seed=exp.seed,
+            real=exp.real,
         )
     )
 
@@ -558,6 +577,14 @@ def lira_synthesis_args(config: Mapping, dataset: str, model: int) -> str:
         shard_size=lira_shard_size(config, dataset),
         lora=lira_lora(dataset, model),
     )
+
+
+def lira_train_args(config: Mapping, dataset: str, pipeline: str, model: int) -> str:
+    """train_args of a shadow classifier: the LiRA-overridden recipe, seed ``model``, ``--real``
+    for the real pipeline (the member index's train split)."""
+    recipe = lira_setting(config, "recipes", dataset)
+    cfg, models = dataset_cfg(config, dataset), model_set(config, dataset)
+    return shlex.join(train_argv(cfg, models, recipe, seed=model, real=pipeline == "real"))
 
 
 def lira_synthetic_shards(

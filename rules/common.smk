@@ -218,22 +218,22 @@ def as_json(value):
     return plan.as_json(value)
 
 
-def classifier_value(key):
-    def value(wildcards):
-        return model_set(wildcards)["classifier"][key]
-
-    return fixed_signature(value)
+def index_args(wildcards):
+    return plan.index_args(config, wildcards.dataset)
 
 
-def classifier_json(key):
-    def value(wildcards):
-        return as_json(model_set(wildcards)["classifier"].get(key) or {})
-
-    return fixed_signature(value)
+def caption_args(wildcards):
+    return plan.caption_args(config, wildcards.dataset)
 
 
-def pretrained_flag(wildcards):
-    return plan.pretrained_flag(config, dataset_name(wildcards))
+def train_args(wildcards):
+    return plan.train_args(config, experiment(wildcards))
+
+
+def lira_train_args(wildcards):
+    return plan.lira_train_args(
+        config, wildcards.dataset, wildcards.pipeline, lira_model(wildcards)
+    )
 
 
 def experiment_index(wildcards):
@@ -248,19 +248,6 @@ def train_launcher(wildcards, resources):
     (docs/stages.md, "Multi-GPU")."""
     gpus = int(getattr(resources, "gpu", 1) or 1)
     return f"torchrun --standalone --nproc-per-node {gpus}" if gpus > 1 else "python"
-
-
-def real_flag(wildcards):
-    """``--real`` when the experiment trains on the real train split too."""
-    return "--real" if experiment(wildcards).real else ""
-
-
-def training_seed(wildcards):
-    return experiment(wildcards).seed
-
-
-def layout_options_json(wildcards):
-    return as_json(dataset_cfg(wildcards).get("layout_options", {}))
 
 
 def cell_files(wildcards):
@@ -289,10 +276,6 @@ def built_cell_files(wildcards):
 
 def paper_tables():
     return plan.paper_tables(config)
-
-
-def recipe_json(wildcards):
-    return as_json(settings("recipes", wildcards))
 
 
 def recipe_eval_batch(wildcards):
@@ -442,10 +425,6 @@ def lira_members(wildcards):
     return plan.lira_members(lira_keep(wildcards.dataset), lira_model(wildcards))
 
 
-def lira_recipe_json(wildcards):
-    return as_json(plan.lira_setting(config, "recipes", wildcards.dataset))
-
-
 def lira_finetune_captions(wildcards):
     return plan.lira_finetune_captions(config, wildcards.dataset)
 
@@ -480,11 +459,6 @@ def lira_synthetic_shards(wildcards):
         lira_model(wildcards),
         lira_members(wildcards),
     )
-
-
-def lira_real_flag(wildcards):
-    """``--real`` for the real pipeline: train on the member index's train split."""
-    return "--real" if wildcards.pipeline == "real" else ""
 
 
 def lira_logits(wildcards):

@@ -152,20 +152,12 @@ rule lira_train_classifier:
         runtime=lira_runtime("train"),
     params:
         code=code_hash("train"),
-        num_classes=dataset_value("num_classes"),
-        arch=classifier_value("arch"),
-        model_args=classifier_json("model_args"),
-        pretrained=pretrained_flag,
-        recipe=lira_recipe_json,
-        real=lira_real_flag,
-        seed=lira_model,
+        # as rule train_classifier, with the LiRA-overridden recipe and seed {model}
+        args=lira_train_args,
         state_dir="results/{dataset}/lira/{pipeline}/model-{model}/train_state",
     shell:
-        "python -m realfake.train --shards {input.shards} --index {input.index} {params.real}"
-        " --num-classes {params.num_classes}"
-        " --arch {params.arch} --model-args {params.model_args:q} {params.pretrained}"
-        " --recipe {params.recipe:q} --seed {params.seed} --workers {threads}"
-        " --state-dir {params.state_dir} --out {output} > {log} 2>&1"
+        "python -m realfake.train --shards {input.shards} --index {input.index} {params.args}"
+        " --workers {threads} --state-dir {params.state_dir} --out {output} > {log} 2>&1"
 
 
 rule lira_logits:

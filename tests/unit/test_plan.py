@@ -210,3 +210,15 @@ def test_lira_models(config):
     assert plan.lira_fprs(config, "tiny") == "0.001 1e-05"
     train, size = plan.lira_items(config, "train", "tiny", members)
     assert (train, size) == (5 * members, config["recipes"]["tiny"]["train_size"])
+
+
+def test_train_and_lira_train_args(config):
+    from realfake.train import parse_args
+
+    fixed = ["--shards", "s.tar", "--index", "i.parquet", "--state-dir", "s", "--out", "c.safetensors"]
+    exp = parse_experiment("tiny_real+x1_seed2", Choices.from_config(config))
+    args = parse_args(fixed + shlex.split(plan.train_args(config, exp)))
+    assert (args.seed, args.real, args.num_classes) == (2, True, config["datasets"]["tiny"]["num_classes"])
+    assert json.loads(args.recipe) == config["recipes"]["tiny"]
+    args = parse_args(fixed + shlex.split(plan.lira_train_args(config, "tiny", "synthetic", 3)))
+    assert (args.seed, args.real, json.loads(args.recipe)["epochs"]) == (3, False, 5)  # lira.tiny.recipe
