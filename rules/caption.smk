@@ -20,7 +20,7 @@ rule caption_shard:
         # BLIP-2 model, shard size, batch and caption length: realfake.commands.caption_argv
         args=caption_args,
     shell:
-        "python -m realfake.caption run --index {input.index} --shard {wildcards.shard} {params.args}"
+        "REALFAKE_RULE={rule} python -m realfake.caption run --index {input.index} --shard {wildcards.shard} {params.args}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -37,5 +37,5 @@ rule merge_captions:
     params:
         code=code_hash("caption"),
     shell:
-        "python -m realfake.caption merge --index {input.index} --inputs {input.shards}"
+        "REALFAKE_RULE={rule} python -m realfake.caption merge --index {input.index} --inputs {input.shards}"
         " --out {output} > {log} 2>&1"

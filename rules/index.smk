@@ -14,4 +14,4 @@ rule index_dataset:
         # root, layout and its options, declared sizes: realfake.commands.index_argv
         args=index_args,
     shell:
-        "python -m realfake.index {params.args} --out {output} > {log} 2>&1"
+        "REALFAKE_RULE={rule} python -m realfake.index {params.args} --out {output} > {log} 2>&1"

@@ -22,5 +22,5 @@ rule train_classifier:
         args=train_args,
         state_dir="results/{experiment}/train_state",
     shell:
-        "{params.launcher} -m realfake.train --shards {input.shards} --index {input.index}"
+        "REALFAKE_RULE={rule} {params.launcher} -m realfake.train --shards {input.shards} --index {input.index}"
         " {params.args} --workers {threads} --state-dir {params.state_dir} --out {output} > {log} 2>&1"
