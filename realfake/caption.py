@@ -123,9 +123,10 @@ def merge(args: argparse.Namespace) -> None:
     log.info("wrote %s: %d captions", args.out, len(merged))
 
 
-@provenance.stage(inputs=("index", "model", "inputs"))
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line flags: ``run`` (rule caption_shard builds its settings with
+    realfake.commands.caption_argv) or ``merge``."""
+    parser = argparse.ArgumentParser(prog="python -m realfake.caption", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("run", help="caption one shard of the train split")
     add_shard_job_arguments(p, model_help="BLIP-2 model id or folder")
@@ -139,7 +140,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--index", required=True, type=Path, help="index.parquet")
     p.add_argument("--out", required=True, type=Path, help="captions.parquet to write")
     p.set_defaults(func=merge)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+@provenance.stage(inputs=("index", "model", "inputs"))
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.func(args)
 

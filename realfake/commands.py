@@ -10,6 +10,7 @@ overridden settings.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from realfake.targets import LoraSpec
@@ -138,4 +139,43 @@ def pretrain_argv(pretrain: Mapping, model: str) -> list[str]:
         argv += ["--warm-steps", str(run["warm_steps"])]
     if model == "unet":
         argv += ["--snr-gamma", str(run["snr_gamma"]), "--snr-shift", str(run.get("snr_shift", 1.0))]
+    return argv
+
+
+def _json(value: object) -> str:
+    """A JSON flag value, keys sorted: the same settings give the same command (no spurious rerun)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def index_argv(dataset: Mapping) -> list[str]:
+    """``realfake.index`` flags of one ``datasets:`` entry (besides --out): where its images are,
+    how they are laid out, and the sizes the index must match."""
+    return ["--root", str(dataset["root"]), "--layout", dataset["layout"],
+            "--layout-options", _json(dataset.get("layout_options", {})),
+            "--num-classes", str(dataset["num_classes"]), "--train-size", str(dataset["train_size"]),
+            "--test-size", str(dataset["test_size"])]  # fmt: skip
+
+
+def caption_argv(dataset: Mapping, inference: Mapping, *, model: str) -> list[str]:
+    """``realfake.caption run`` flags of a dataset's shard job (besides index, shard, threads and
+    out): the BLIP-2 ``model``, the dataset's shard size, the model set's ``inference:`` settings."""
+    return ["--model", model, "--shard-size", str(dataset["shard_size"]),
+            "--batch-size", str(inference["caption_batch_size"]),
+            "--max-new-tokens", str(inference["caption_max_new_tokens"])]  # fmt: skip
+
+
+def train_argv(dataset: Mapping, models: Mapping, recipe: Mapping, *, seed: int, real: bool) -> list[str]:
+    """``realfake.train`` flags of one classifier (besides shards, index, workers, state dir and
+    out): the dataset's classes, the model set's classifier (arch, timm kwargs, a pretrained folder:
+    the dataset's ``classifier_pretrained`` wins, App. G.2), the ``recipe`` as JSON, the seed, and
+    ``--real`` when the real train split is trained on too."""
+    classifier = models["classifier"]
+    argv = ["--num-classes", str(dataset["num_classes"]), "--arch", classifier["arch"],
+            "--model-args", _json(classifier.get("model_args") or {}),
+            "--recipe", _json(dict(recipe)), "--seed", str(seed)]  # fmt: skip
+    pretrained = dataset.get("classifier_pretrained") or classifier.get("pretrained")
+    if pretrained:
+        argv += ["--pretrained", str(pretrained)]
+    if real:
+        argv.append("--real")
     return argv

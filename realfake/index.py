@@ -368,9 +368,9 @@ def iter_image_batches(paths: list[str], batch_size: int, desc: str, log_every: 
             log.info("%s: %d/%d images", desc, min(start + batch_size, len(paths)), len(paths))
 
 
-@provenance.stage(inputs=("root",))
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line flags (rule index_dataset builds them with realfake.commands.index_argv)."""
+    parser = argparse.ArgumentParser(prog="python -m realfake.index", description=__doc__.split("\n")[0])
     parser.add_argument("--root", required=True, type=Path, help="dataset root directory")
     parser.add_argument("--layout", required=True, choices=sorted(LAYOUTS), help="on-disk layout")
     parser.add_argument("--num-classes", required=True, type=int, help="declared number of classes")
@@ -379,7 +379,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layout-options", default="{}", help="JSON of the layout reader's options")
     parser.add_argument("--threads", type=int, default=1, help="threads decoding images")
     parser.add_argument("--out", required=True, type=Path, help="index.parquet to write")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+@provenance.stage(inputs=("root",))
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     options = json.loads(args.layout_options)
     index = build_index(

@@ -363,9 +363,10 @@ def walk(root: Node) -> list[Node]:
 
 
 @functools.cache
-def stage_rules(rules_dir: Path = RULES_DIR) -> dict[str, list[tuple[str, tuple[re.Pattern, ...]]]]:
+def legacy_stage_rules(rules_dir: Path = RULES_DIR) -> dict[str, list[tuple[str, tuple[re.Pattern, ...]]]]:
     """``{"caption run": [("caption_shard", (output regexes...))], ...}``: the rules that run each
-    stage, from ``rules/*.smk``, with their output patterns (``{wildcard}`` -> one path segment)."""
+    stage, from ``rules/*.smk``, with their output patterns (``{wildcard}`` -> one path segment).
+    Only for records that do not name their rule (:func:`legacy_rule_of`)."""
     found: dict[str, list[tuple[str, tuple[re.Pattern, ...]]]] = {}
     for smk in sorted(rules_dir.glob("*.smk")):
         for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M):
@@ -382,10 +383,18 @@ def stage_rules(rules_dir: Path = RULES_DIR) -> dict[str, list[tuple[str, tuple[
 
 
 def rule_of(record: dict[str, Any]) -> str:
-    """The rule that wrote a provenance record: the one rule running its stage, else (a module run
-    by several rules, e.g. ``train_classifier`` and ``lira_train_classifier``) the one whose output
-    pattern matches the record's outputs; the stage name when no rule does."""
-    candidates = stage_rules().get(record["stage"], [])
+    """The rule that wrote a provenance record, as the rule itself recorded it (``rule``, from the
+    ``REALFAKE_RULE={rule}`` every rule's shell sets); for a record without one (written before
+    rules named themselves, or by a stage run by hand) :func:`legacy_rule_of`."""
+    return record.get("rule") or legacy_rule_of(record)
+
+
+def legacy_rule_of(record: dict[str, Any]) -> str:
+    """The rule of a record that does not name it, guessed from ``rules/*.smk``: the one rule
+    running its stage, else (a module run by several rules, e.g. ``train_classifier`` and
+    ``lira_train_classifier``) the one whose output pattern matches the record's outputs; the
+    stage name when no rule does."""
+    candidates = legacy_stage_rules().get(record["stage"], [])
     if len(candidates) == 1:
         return candidates[0][0]
     paths = [o["path"] for o in record.get("outputs", []) if "path" in o]

@@ -312,6 +312,10 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+#: The environment variable through which a rule names itself to its stage's record.
+RULE_VAR = "REALFAKE_RULE"
+
+
 def build_record(
     module: str,
     argv: Sequence[str],
@@ -333,6 +337,9 @@ def build_record(
     return {
         "format": FORMAT,
         "stage": " ".join([module, *subcommands]),
+        # the Snakemake rule that ran the job: every rule's shell sets REALFAKE_RULE={rule};
+        # None for a stage run by hand
+        "rule": os.environ.get(RULE_VAR) or None,
         "command": [Path(sys.executable).name, "-m", f"realfake.{module}", *argv],
         "params": {k: v for k, v in options.items() if k not in files},
         "inputs": input_entries,

@@ -17,14 +17,11 @@ rule caption_shard:
         runtime=runtime_estimate("caption"),
     params:
         code=code_hash("caption"),
-        model=model_ref("blip2"),
-        shard_size=dataset_value("shard_size"),
-        batch_size=inference_value("caption_batch_size"),
-        max_new_tokens=inference_value("caption_max_new_tokens"),
+        # BLIP-2 model, shard size, batch and caption length: realfake.commands.caption_argv
+        args=caption_args,
     shell:
-        "python -m realfake.caption run --index {input.index} --model {params.model:q}"
-        " --shard {wildcards.shard} --shard-size {params.shard_size} --batch-size {params.batch_size}"
-        " --max-new-tokens {params.max_new_tokens} --threads {threads} --out {output} > {log} 2>&1"
+        "REALFAKE_RULE={rule} python -m realfake.caption run --index {input.index} --shard {wildcards.shard} {params.args}"
+        " --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule merge_captions:
@@ -40,5 +37,5 @@ rule merge_captions:
     params:
         code=code_hash("caption"),
     shell:
-        "python -m realfake.caption merge --index {input.index} --inputs {input.shards}"
+        "REALFAKE_RULE={rule} python -m realfake.caption merge --index {input.index} --inputs {input.shards}"
         " --out {output} > {log} 2>&1"

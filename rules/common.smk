@@ -1,7 +1,6 @@
 # Validation, wildcard constraints and input functions only (docs/conventions.md, rule 4).
 import functools
 import inspect
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -11,24 +10,14 @@ from snakemake.common import overwrite_function_params
 
 sys.path.insert(0, workflow.basedir)
 
-from realfake.budget import lora_steps
+from realfake import plan
 from realfake.config import validate
 
 # params: code=code_hash("<module>") in every rule: the hash of the realfake files that stage
 # imports (realfake.provenance.module_closure), so editing a module re-runs exactly its dependents.
 from realfake.provenance import code_hash
-from realfake.commands import corpus_argv, finetune_argv, pretrain_argv, synthesis_argv
-from realfake.resources import memory_mb, runtime_minutes, stage_cost
-from realfake.shards import num_shards
-from realfake.targets import (
-    LORA_NAMES,
-    Choices,
-    check_choice,
-    lora_name,
-    parse_experiment,
-    parse_lora_name,
-    table_cells,
-)
+from realfake.commands import corpus_argv, pretrain_argv
+from realfake.targets import Choices, lora_name, parse_experiment
 
 # Every job runs offline (a model missing from disk is an error, never a download) and imports
 # this checkout's realfake package. Without --sdm conda, jobs use the Python that runs Snakemake
@@ -54,7 +43,7 @@ wildcard_constraints:
     dataset="|".join(config["datasets"]),
     variant=r"[a-z0-9][a-z0-9-]*",  # checked by variant_cfg: an unknown one lists the valid ones
     experiment=r"[a-z][a-z0-9-]*_[^/]+",
-    lora=r"[a-z0-9][a-z0-9-]*",  # checked by known_lora, likewise
+    lora=r"[a-z0-9][a-z0-9-]*",  # checked by realfake.plan.known_lora, likewise
     table="|".join(config["experiment"]["tables"]) or "none",
     shard=r"[0-9]{5}",
     synth_pass=r"[0-9]+",
@@ -74,6 +63,8 @@ def fixed_signature(func):
     return func
 
 
+# The wrappers below read the job's wildcards and call realfake.plan with the run's config: what
+# the DAG derives from the config is there, unit-tested without Snakemake (tests/unit/test_plan.py).
 # The config is fixed for a run, so per-name lookups are cached (keyed on wildcard values).
 @functools.lru_cache(maxsize=None)
 def parsed_experiment(name):
@@ -101,8 +92,7 @@ def dataset_cfg(wildcards):
 
 def settings(section, wildcards):
     """The named setting of ``section`` (finetune, synthesis, recipes) a dataset uses."""
-    key = {"recipes": "recipe"}.get(section, section)
-    return config[section][dataset_cfg(wildcards)[key]]
+    return plan.setting(config, section, dataset_name(wildcards))
 
 
 def dataset_value(key):
@@ -127,13 +117,13 @@ def inference_value(key):
     """Params function: one key of the inference settings of the dataset's model set."""
 
     def value(wildcards):
-        return config["inference"][dataset_cfg(wildcards)["models"]][key]
+        return plan.inference(config, dataset_name(wildcards))[key]
 
     return fixed_signature(value)
 
 
 def model_set(wildcards):
-    return config["models"][dataset_cfg(wildcards)["models"]]
+    return plan.model_set(config, dataset_name(wildcards))
 
 
 def model_ref(kind):
@@ -159,14 +149,11 @@ def tiny_model_input(kind):
 
 @functools.lru_cache(maxsize=None)
 def tiny_model_of(models, kind):
-    ref = config["models"][models][kind]
-    return [ref] if Path(ref).is_relative_to(config["tiny"]["zoo"]) else []
+    return plan.tiny_model_of(config, models, kind)
 
 
 def dataset_root_input(wildcards):
-    """The generated tiny dataset when a dataset's root is it; real roots are checked at run time."""
-    root = dataset_cfg(wildcards)["root"]
-    return [root] if Path(root) == Path(config["tiny"]["data"]) else []
+    return plan.dataset_root_input(config, dataset_name(wildcards))
 
 
 def shard_ids(wildcards):
@@ -175,183 +162,78 @@ def shard_ids(wildcards):
 
 @functools.lru_cache(maxsize=None)
 def dataset_shard_ids(dataset):
-    cfg = config["datasets"][dataset]
-    return tuple(
-        f"{s:05d}" for s in range(num_shards(cfg["train_size"], cfg["shard_size"]))
-    )
+    return plan.shard_ids(config, dataset)
 
 
 def caption_shards(wildcards):
-    return expand(
-        "results/{{dataset}}/captions/shard-{shard}.parquet", shard=shard_ids(wildcards)
-    )
+    return plan.caption_shards(config, dataset_name(wildcards))
+
+
+@functools.lru_cache(maxsize=None)
+def dataset_embedding_shards(dataset):
+    return plan.embedding_shards(config, dataset)
 
 
 def embedding_shards(wildcards):
     """The CLIP embedding shards of the dataset, as paths (also the args of per-image guidance)."""
-    dataset = dataset_name(wildcards)
-    return [
-        f"results/{dataset}/embeddings/shard-{shard}.safetensors"
-        for shard in dataset_shard_ids(dataset)
-    ]
+    return list(dataset_embedding_shards(dataset_name(wildcards)))
 
 
 def variant_cfg(wildcards):
     """The config of the ``{variant}`` wildcard; an unknown variant lists the valid ones."""
-    check_choice("variant", wildcards.variant, config["variants"])
-    return config["variants"][wildcards.variant]
-
-
-def known_lora(wildcards):
-    """The ``{lora}`` wildcard, checked against the LoRA names (realfake.targets.LORA_NAMES)."""
-    check_choice("LoRA", wildcards.lora, LORA_NAMES)
-    return wildcards.lora
-
-
-def lora_input(wildcards):
-    """The LoRA a variant samples with (shared by variants that train it alike), or none."""
-    variant = variant_cfg(wildcards)
-    if variant["finetune"]:
-        return f"results/{wildcards.dataset}/lora/{lora_name(variant)}/lora.safetensors"
-    return []
+    return plan.variant_cfg(config, wildcards.variant)
 
 
 def synthetic_shards(wildcards):
-    """Every shard of passes 0..k-1 of the experiment's variant: scale k reuses the files of
-    every smaller scale; real-only experiments have none."""
-    exp = experiment(wildcards)
-    return expand(
-        "results/{dataset}/synth/{variant}/pass-{synth_pass}/shard-{shard}.tar",
-        dataset=exp.dataset,
-        variant=exp.variant,
-        synth_pass=range(exp.scale),
-        shard=shard_ids(wildcards),
-    )
-
-
-def synthesis_prompt(wildcards):
-    """The variant's prompt template, else the dataset's synthesis prompt."""
-    prompt = variant_cfg(wildcards).get("prompt")
-    return prompt or settings("synthesis", wildcards)["prompt"]
-
-
-def uses_captions(wildcards, prompt):
-    """Whether a prompt template gets BLIP-2 captions (ImageNet family only, App. E)."""
-    return dataset_cfg(wildcards).get("use_caption", True) and "{caption}" in prompt
+    return plan.synthetic_shards(config, experiment(wildcards))
 
 
 def finetune_captions(wildcards):
     """Input function: captions.parquet when fine-tuning prompts use captions, else none."""
-    known_lora(wildcards)
-    if uses_captions(wildcards, settings("finetune", wildcards)["prompt"]):
-        return f"results/{wildcards.dataset}/captions.parquet"
-    return []
-
-
-def synthesis_captions(wildcards):
-    """Input function: captions.parquet when the variant's prompts use captions, else none."""
-    if uses_captions(wildcards, synthesis_prompt(wildcards)):
-        return f"results/{wildcards.dataset}/captions.parquet"
-    return []
-
-
-def lora_spec(wildcards):
-    """What the ``{lora}`` wildcard's training uses (realfake.targets.LoraSpec)."""
-    return parse_lora_name(known_lora(wildcards))
+    plan.known_lora(wildcards.lora)
+    prompt = settings("finetune", wildcards)["prompt"]
+    return plan.captions_for(config, wildcards.dataset, prompt)
 
 
 def finetune_embeddings(wildcards):
-    """Input function: the CLIP embedding shards when the LoRA trains with per-image guidance."""
-    spec = lora_spec(wildcards)
-    if spec.visual_guidance and spec.guidance_source == "image":
-        return embedding_shards(wildcards)
-    return []
+    return plan.finetune_embeddings(config, wildcards.dataset, wildcards.lora)
 
 
 # The *_args params functions take the wildcards only, never `input`: Snakemake leaves params
 # functions of input/output/threads/resources ("derived" params) out of its rerun-on-change check,
 # and a changed setting must re-run the job (benchmarks/rebuilds.py checks it).
 def finetune_args(wildcards):
-    """Params function: the realfake.finetune flags of a LoRA (model, the dataset's finetune:
-    setting, what the LoRA name trains with, captions, embedding shards) as one shell-quoted string
-    (realfake.commands.finetune_argv)."""
-    cfg = settings("finetune", wildcards)
-    return shlex.join(
-        finetune_argv(
-            cfg,
-            lora_spec(wildcards),
-            model=model_set(wildcards)["sd"],
-            seed=cfg["seed"],
-            captions=finetune_captions(wildcards) or None,
-            image_embeddings=finetune_embeddings(wildcards),
-        )
-    )
-
-
-def synthesis_embeddings(wildcards):
-    """Input function: the CLIP embedding shards when the variant samples with per-image guidance."""
-    variant = variant_cfg(wildcards)
-    if variant["visual_guidance"] and variant.get("guidance_source") == "image":
-        return embedding_shards(wildcards)
-    return []
+    return plan.finetune_args(config, wildcards.dataset, wildcards.lora)
 
 
 def synthesis_inputs(wildcards):
-    """Input function (unpack) of a synthesis shard job, besides index and class means; each is
-    [] when unused: captions (prompts with {caption}), embeddings (per-image guidance), lora
-    (fine-tuned variants), zoo (tiny model set). One function, not four (planning)."""
-    return {
-        "captions": synthesis_captions(wildcards),
-        "embeddings": synthesis_embeddings(wildcards),
-        "lora": lora_input(wildcards),
-        "zoo": tiny_model_of(dataset_cfg(wildcards)["models"], "sd"),
-    }
+    return plan.synthesis_inputs(config, wildcards.dataset, wildcards.variant)
 
 
 def synthesis_args(wildcards):
-    """Params function: the realfake.synthesize flags of a shard job (model, prompt, captions,
-    LoRA, the dataset's synthesis setting, the variant's switches) as one shell-quoted string
-    (realfake.commands.synthesis_argv)."""
-    cfg = settings("synthesis", wildcards)
-    return shlex.join(
-        synthesis_argv(
-            cfg,
-            variant_cfg(wildcards),
-            model=model_set(wildcards)["sd"],
-            prompt=synthesis_prompt(wildcards),
-            shard_size=dataset_cfg(wildcards)["shard_size"],
-            seed=cfg["seed"],
-            lora=lora_input(wildcards) or None,
-            captions=synthesis_captions(wildcards) or None,
-            image_embeddings=synthesis_embeddings(wildcards),
-        )
-    )
+    return plan.synthesis_args(config, wildcards.dataset, wildcards.variant)
 
 
 def as_json(value):
-    return json.dumps(value, sort_keys=True)
+    return plan.as_json(value)
 
 
-def classifier_value(key):
-    def value(wildcards):
-        return model_set(wildcards)["classifier"][key]
-
-    return fixed_signature(value)
+def index_args(wildcards):
+    return plan.index_args(config, wildcards.dataset)
 
 
-def classifier_json(key):
-    def value(wildcards):
-        return as_json(model_set(wildcards)["classifier"].get(key) or {})
-
-    return fixed_signature(value)
+def caption_args(wildcards):
+    return plan.caption_args(config, wildcards.dataset)
 
 
-def pretrained_flag(wildcards):
-    """``--pretrained DIR`` from the dataset (App. G.2), else from its model set, else nothing."""
-    pretrained = dataset_cfg(wildcards).get("classifier_pretrained") or model_set(
-        wildcards
-    )["classifier"].get("pretrained")
-    return f"--pretrained {pretrained}" if pretrained else ""
+def train_args(wildcards):
+    return plan.train_args(config, experiment(wildcards))
+
+
+def lira_train_args(wildcards):
+    return plan.lira_train_args(
+        config, wildcards.dataset, wildcards.pipeline, lira_model(wildcards)
+    )
 
 
 def experiment_index(wildcards):
@@ -368,47 +250,20 @@ def train_launcher(wildcards, resources):
     return f"torchrun --standalone --nproc-per-node {gpus}" if gpus > 1 else "python"
 
 
-def real_flag(wildcards):
-    """``--real`` when the experiment trains on the real train split too."""
-    return "--real" if experiment(wildcards).real else ""
-
-
-def training_seed(wildcards):
-    return experiment(wildcards).seed
-
-
-def layout_options_json(wildcards):
-    return as_json(dataset_cfg(wildcards).get("layout_options", {}))
-
-
-def table_spec(wildcards):
-    return config["experiment"]["tables"][wildcards.table]
+def cell_files(wildcards):
+    return plan.cell_files(config, wildcards.table, CHOICES)
 
 
 def table_source(wildcards):
-    """Params function: what a table's cells read, metrics (metrics.json) or ood (ood.json)."""
-    return table_spec(wildcards).get("source", "metrics")
-
-
-def cell_files(wildcards):
-    """``(cell, path)`` of every cell of a table (rows x columns x seeds): the JSON it reads."""
-    source = table_source(wildcards)
-    return [
-        (cell, f"results/{cell.experiment}/{source}.json")
-        for cell in table_cells(table_spec(wildcards), CHOICES)
-    ]
+    return plan.table_source(config, wildcards.table)
 
 
 def table_metrics(wildcards):
-    """Input function: the JSON files of a table's cells, each once (OOD cells share ood.json)."""
-    return list(dict.fromkeys(path for _, path in cell_files(wildcards)))
+    return plan.table_inputs(cell_files(wildcards))
 
 
 def table_cells_json(wildcards):
-    """Params function: the table's cells (row, column, seed, experiment, path) as JSON."""
-    return as_json(
-        [{**vars(cell), "path": path} for cell, path in cell_files(wildcards)]
-    )
+    return plan.cells_json(cell_files(wildcards))
 
 
 def built_cell_files(wildcards):
@@ -420,82 +275,25 @@ def built_cell_files(wildcards):
 
 
 def paper_tables():
-    """The experiment.tables that `snakemake` with no target builds: all but tiny.tables and
-    tiny.toy_tables."""
-    tiny = set(config["tiny"].get("tables", [])) | set(
-        config["tiny"].get("toy_tables", [])
-    )
-    return [name for name in config["experiment"]["tables"] if name not in tiny]
-
-
-def recipe_json(wildcards):
-    return as_json(settings("recipes", wildcards))
-
-
-def recipe_value(key):
-    return setting_value("recipes", key)
-
-
-def eval_batch(recipe):
-    """Evaluation batch of a recipe: its per-GPU micro-batch (its global batch_size is for 8 GPUs)."""
-    return recipe.get("micro_batch") or recipe["batch_size"]
+    return plan.paper_tables(config)
 
 
 def recipe_eval_batch(wildcards):
-    return eval_batch(settings("recipes", wildcards))
+    return plan.eval_batch(settings("recipes", wildcards))
 
 
 def lira_eval_batch(wildcards):
-    return eval_batch(lira_settings("recipes", wildcards))
+    return plan.eval_batch(plan.lira_setting(config, "recipes", wildcards.dataset))
 
 
-# Resource estimates (needs only; the cost table and arithmetic are in realfake/resources.py).
-# Snakemake calls them with the job's wildcards and attempt: a retry asks for more.
-def stage_items(stage, wildcards):
-    """How many units of work one job of ``stage`` does (images, steps, image-epochs)."""
-    cfg = dataset_cfg(wildcards)
-    if stage in ("caption", "embed", "synthesize"):
-        return cfg["shard_size"]
-    if stage == "evaluate":
-        return cfg["test_size"]
-    if stage == "finetune":
-        # image-steps: the step budget (realfake.budget, as the stage counts it) x the global batch
-        ft = settings("finetune", wildcards)
-        steps = lora_steps(
-            cfg["train_size"], ft["batch_size"], ft.get("max_steps"), ft.get("epochs")
-        )
-        return steps * ft["batch_size"]
-    if stage == "train":
-        epochs = settings("recipes", wildcards)["epochs"]
-        exp = experiment(wildcards)
-        return epochs * cfg["train_size"] * (exp.scale + exp.real)
-    raise ValueError(f"no work measure for stage {stage!r}")
-
-
-def stage_resolution(stage, wildcards):
-    """The pixel size a stage's cost scales with (None: fixed by the model)."""
-    if stage == "finetune":
-        return settings("finetune", wildcards)["resolution"]
-    if stage == "synthesize":
-        return settings("synthesis", wildcards)["resolution"]
-    if stage == "train":
-        return settings("recipes", wildcards)["train_size"]
-    if stage == "evaluate":
-        return settings("recipes", wildcards)["test_size"]
-    return None
-
-
-def job_cost(stage, wildcards):
-    return stage_cost(
-        stage, tiny=bool(tiny_model_of(dataset_cfg(wildcards)["models"], "sd"))
-    )
-
-
+# Resource functions (needs only; the cost table and arithmetic are in realfake/resources.py,
+# the work measures in realfake/plan.py). Snakemake calls them with the job's wildcards and
+# attempt: a retry asks for more.
 def mem_estimate(stage):
     """Resource function: host memory (MB) of one ``stage`` job."""
 
     def mem(wildcards, attempt):
-        return memory_mb(job_cost(stage, wildcards), attempt)
+        return plan.stage_memory(config, stage, dataset_name(wildcards), attempt)
 
     return fixed_signature(mem)
 
@@ -504,96 +302,53 @@ def runtime_estimate(stage):
     """Resource function: wall time (minutes) of one ``stage`` job."""
 
     def runtime(wildcards, attempt):
-        cost = job_cost(stage, wildcards)
-        items = stage_items(stage, wildcards)
-        return runtime_minutes(cost, items, stage_resolution(stage, wildcards), attempt)
+        exp = experiment(wildcards) if stage == "train" else None
+        return plan.stage_runtime(config, stage, dataset_name(wildcards), attempt, exp)
 
     return fixed_signature(runtime)
 
 
 # SSCD copy detection (rules/sscd.smk).
-def sscd_settings(wildcards):
-    """The ``sscd:`` settings of the dataset's model set."""
-    name = dataset_cfg(wildcards)["models"]
-    if name not in config.get("sscd", {}):
-        raise ValueError(
-            f"config.yaml has no sscd: settings named {name!r} (model set of this dataset)"
-        )
-    return config["sscd"][name]
-
-
 def sscd_value(key):
     """Params function: one key of the dataset's SSCD settings."""
 
     def value(wildcards):
-        return sscd_settings(wildcards)[key]
+        return plan.sscd_settings(config, wildcards.dataset)[key]
 
     return fixed_signature(value)
 
 
 def sscd_model(wildcards):
-    """Params function: the SSCD TorchScript file of the dataset's model set."""
-    model = model_set(wildcards).get("sscd")
-    if not model:
-        raise ValueError(
-            f"model set {dataset_cfg(wildcards)['models']!r} has no sscd: model in config.yaml"
-        )
-    return model
+    return plan.sscd_model(config, wildcards.dataset)
 
 
 def sscd_model_input(wildcards):
-    """Input function: the tiny zoo's descriptor folder when the descriptor lives in it; a real
-    SSCD file is checked at run time (like the hub models), so a dry run plans without it.
-    """
-    model = Path(sscd_model(wildcards))
-    return [str(model.parent)] if model.is_relative_to(config["tiny"]["zoo"]) else []
+    return plan.sscd_model_input(config, wildcards.dataset)
 
 
 def sscd_square_flag(wildcards):
-    return "--square" if sscd_settings(wildcards).get("square") else ""
-
-
-def sscd_shards(wildcards):
-    """Input function: every synthetic shard of pass 0 of the variant (the x1 images)."""
-    return expand(
-        "results/{{dataset}}/synth/{{variant}}/pass-0/shard-{shard}.tar",
-        shard=shard_ids(wildcards),
+    return (
+        "--square"
+        if plan.sscd_settings(config, wildcards.dataset).get("square")
+        else ""
     )
 
 
+def sscd_shards(wildcards):
+    return plan.sscd_shards(config, wildcards.dataset, wildcards.variant)
+
+
 def sscd_runtime(wildcards, attempt):
-    """Resource function: wall time (minutes) of an SSCD job: one descriptor pass over as many
-    images as the real train split (real images, or the synthetic images of pass 0)."""
-    cost = job_cost("sscd", wildcards)
-    items = dataset_cfg(wildcards)["train_size"]
-    return runtime_minutes(cost, items, sscd_settings(wildcards)["resize"], attempt)
+    return plan.sscd_runtime(config, wildcards.dataset, attempt)
 
 
 # OOD sets (Table 4, realfake/ood.py) and Figures 1 and 2 (realfake/figures.py).
-from realfake.figures import spread_shards
-
-
 def ood_sets(wildcards):
-    """(name, settings) of every OOD set of the experiment's dataset (config ood:); a dataset
-    without any is an error naming those that have them."""
-    dataset = experiment(wildcards).dataset
-    sets = config.get("ood", {}).get(dataset)
-    if not sets:
-        have = ", ".join(config.get("ood", {})) or "none"
-        raise ValueError(
-            f"results/{wildcards.experiment}/ood.json: dataset {dataset!r} has no OOD"
-            f" sets (config.yaml ood: has {have})"
-        )
-    return list(sets.items())
+    return plan.ood_sets(config, wildcards.experiment, experiment(wildcards).dataset)
 
 
 def ood_set_inputs(wildcards):
-    """The generated tiny OOD sets when a set lives in them; real roots are checked at run time."""
-    generated = Path(config["tiny"]["ood"]["data"]) if "ood" in config["tiny"] else None
-    roots = [Path(spec["root"]) for _, spec in ood_sets(wildcards)]
-    if generated and any(root.is_relative_to(generated) for root in roots):
-        return [str(generated)]
-    return []
+    return plan.ood_set_inputs(config, ood_sets(wildcards))
 
 
 def ood_names(wildcards):
@@ -604,313 +359,126 @@ def ood_field(key, default):
     """Params function: one key of every OOD set, in set order (``default`` where it is unset)."""
 
     def value(wildcards):
-        return [
-            str(default if spec.get(key) is None else spec[key])
-            for _, spec in ood_sets(wildcards)
-        ]
+        return plan.ood_field(ood_sets(wildcards), key, default)
 
     return fixed_signature(value)
 
 
 def ood_runtime(wildcards, attempt):
-    """Resource function: wall time (minutes) of scoring every OOD set once (a set without a
-    declared size counts as the test split)."""
-    items = sum(
-        spec.get("num_images") or dataset_cfg(wildcards)["test_size"]
-        for _, spec in ood_sets(wildcards)
-    )
-    resolution = stage_resolution("evaluate", wildcards)
-    return runtime_minutes(job_cost("evaluate", wildcards), items, resolution, attempt)
-
-
-def figure_settings(figure, wildcards):
-    """config figures.<figure> for the ``{dataset}`` wildcard; a dataset without it is an error."""
-    cfg = config.get("figures", {}).get(figure, {})
-    listed = cfg.get("datasets", []) if figure == "fig1" else list(cfg)
-    if wildcards.dataset not in listed:
-        raise ValueError(
-            f"results/figures/{figure}_{wildcards.dataset}: dataset not under"
-            f" config.yaml figures.{figure} (listed: {', '.join(listed) or 'none'})"
-        )
-    return cfg if figure == "fig1" else cfg[wildcards.dataset]
-
-
-def fig1_shard_ids(wildcards):
-    """Train shards whose images Fig. 1 embeds: ``max_shards`` spread over the label range."""
-    count = figure_settings("fig1", wildcards).get("max_shards", 4)
-    return [f"{s:05d}" for s in spread_shards(len(shard_ids(wildcards)), count)]
+    dataset = experiment(wildcards).dataset
+    return plan.ood_runtime(config, dataset, ood_sets(wildcards), attempt)
 
 
 def fig1_baseline(wildcards):
-    return figure_settings("fig1", wildcards).get("baseline", "base")
+    return plan.fig1_baseline(config, wildcards.dataset)
 
 
 def fig1_real_embeddings(wildcards):
-    return expand(
-        "results/{dataset}/embeddings/shard-{shard}.safetensors",
-        dataset=wildcards.dataset,
-        shard=fig1_shard_ids(wildcards),
-    )
+    return plan.fig1_real_embeddings(config, wildcards.dataset)
 
 
 def fig1_synthetic_embeddings(variant):
     """Input function: pass-0 embeddings of ``variant`` (None: the configured baseline)."""
 
     def paths(wildcards):
-        return expand(
-            "results/{dataset}/synth-embeddings/{variant}/pass-0/shard-{shard}.safetensors",
-            dataset=wildcards.dataset,
-            variant=variant or fig1_baseline(wildcards),
-            shard=fig1_shard_ids(wildcards),
-        )
+        return plan.fig1_synthetic_embeddings(config, wildcards.dataset, variant)
 
     return fixed_signature(paths)
 
 
 def fig2_scales(wildcards):
-    return sorted(figure_settings("fig2", wildcards)["scales"])
+    return plan.fig2_scales(config, wildcards.dataset)
 
 
 def fig2_metrics(wildcards):
-    """Input function: metrics.json of ``<dataset>_x<k>`` per plotted scale, in scale order."""
-    return expand(
-        "results/{dataset}_x{k}/metrics.json",
-        dataset=wildcards.dataset,
-        k=fig2_scales(wildcards),
-    )
+    return plan.fig2_metrics(config, wildcards.dataset)
 
 
 def all_figures():
-    """Every figure file config figures: lists (target ``figures``)."""
-    cfg = config.get("figures", {})
-    pairs = [("fig1", d) for d in cfg.get("fig1", {}).get("datasets", [])]
-    pairs += [("fig2", d) for d in cfg.get("fig2", {})]
-    return [
-        f"results/figures/{fig}_{dataset}.{ext}"
-        for fig, dataset in pairs
-        for ext in ("png", "svg")
-    ]
+    return plan.all_figures(config)
 
 
 # LiRA membership inference (rules/lira.smk): M shadow models per pipeline on member halves.
-LIRA_PIPELINES = ("real", "synthetic")
-
-
-def lira_cfg(wildcards):
-    """The ``lira:`` settings of the dataset; a dataset without them is an error naming those with."""
-    name = dataset_name(wildcards)
-    known = config.get("lira", {})
-    if name not in known:
-        raise ValueError(
-            f"config.yaml has no lira: settings for dataset {name!r} (have: {', '.join(known) or 'none'})"
-        )
-    return known[name]
+LIRA_PIPELINES = plan.LIRA_PIPELINES
 
 
 def lira_value(key):
     """Params function: one key of the dataset's ``lira:`` settings."""
 
     def value(wildcards):
-        return lira_cfg(wildcards)[key]
+        return plan.lira_cfg(config, wildcards.dataset)[key]
 
     return fixed_signature(value)
 
 
 @functools.lru_cache(maxsize=None)
 def lira_keep(dataset):
-    """The keep masks of a dataset, as rule lira_keep_masks writes them (planning needs the
-    members per model: their count sets the synthesis shards)."""
-    # imported here, not at the top: realfake.lira imports scipy.stats (~1 s at every snakemake
-    # start, also for no-op runs and targets without LiRA; benchmarks/README.md)
-    from realfake.lira import keep_masks
-
-    cfg = config["lira"][dataset]
-    return keep_masks(
-        cfg["num_models"], config["datasets"][dataset]["train_size"], cfg["keep_seed"]
-    )
+    return plan.lira_keep(config, dataset)
 
 
 def lira_model(wildcards):
-    """The ``{model}`` wildcard as an int, checked against the dataset's M."""
-    model, num_models = int(wildcards.model), lira_cfg(wildcards)["num_models"]
-    if model >= num_models:
-        raise ValueError(
-            f"model-{model}: the lira: settings have num_models {num_models} (0..{num_models - 1})"
-        )
-    return model
+    return plan.lira_model(config, wildcards.dataset, wildcards.model)
 
 
 def lira_members(wildcards):
     """How many train examples shadow model ``{model}`` trains on."""
-    return int(lira_keep(dataset_name(wildcards))[lira_model(wildcards)].sum())
-
-
-def lira_settings(section, wildcards):
-    """The dataset's ``section`` setting (finetune, synthesis, recipes) with the LiRA overrides."""
-    key = {"recipes": "recipe"}.get(section, section)
-    return {**settings(section, wildcards), **lira_cfg(wildcards).get(key, {})}
-
-
-def lira_setting_value(section, key):
-    """Params function: one key of the LiRA-overridden ``section`` setting."""
-
-    def value(wildcards):
-        return lira_settings(section, wildcards)[key]
-
-    return fixed_signature(value)
-
-
-def lira_recipe_json(wildcards):
-    return as_json(lira_settings("recipes", wildcards))
-
-
-class GeneratorWildcards(dict):
-    """A LiRA job's wildcards plus the ``variant`` and ``lora`` of its generator, so the generator
-    functions of rules/common.smk (flags, captions, embeddings) apply unchanged."""
-
-    __getattr__ = dict.__getitem__
-
-
-def generator_wildcards(wildcards):
-    name = lira_cfg(wildcards)["variant"]
-    lora = lora_name(config["variants"][name])
-    return GeneratorWildcards(dict(wildcards.items()), variant=name, lora=lora)
-
-
-def with_generator(function):
-    """Input/params function: ``function`` of rules/common.smk on the generator's wildcards."""
-
-    def adapted(wildcards):
-        return function(generator_wildcards(wildcards))
-
-    return fixed_signature(adapted)
-
-
-def lira_synthesis_prompt(wildcards):
-    """The generator variant's prompt template, else the (overridden) synthesis prompt."""
-    variant = config["variants"][lira_cfg(wildcards)["variant"]]
-    return variant.get("prompt") or lira_settings("synthesis", wildcards)["prompt"]
+    return plan.lira_members(lira_keep(wildcards.dataset), lira_model(wildcards))
 
 
 def lira_finetune_captions(wildcards):
-    if uses_captions(wildcards, lira_settings("finetune", wildcards)["prompt"]):
-        return f"results/{wildcards.dataset}/captions.parquet"
-    return []
+    return plan.lira_finetune_captions(config, wildcards.dataset)
 
 
 def lira_synthesis_captions(wildcards):
-    if uses_captions(wildcards, lira_synthesis_prompt(wildcards)):
-        return f"results/{wildcards.dataset}/captions.parquet"
-    return []
+    return plan.lira_synthesis_captions(config, wildcards.dataset)
 
 
-def lira_lora(wildcards):
-    """The LoRA of shadow model ``{model}`` (rule lira_finetune_lora)."""
-    return f"results/{wildcards.dataset}/lira/synthetic/model-{wildcards.model}/lora.safetensors"
+def lira_finetune_embeddings(wildcards):
+    return plan.lira_finetune_embeddings(config, wildcards.dataset)
+
+
+def lira_synthesis_embeddings(wildcards):
+    return plan.lira_synthesis_embeddings(config, wildcards.dataset)
 
 
 def lira_finetune_args(wildcards):
-    """Params function: finetune_args of a shadow model's LoRA: the LiRA-overridden setting
-    (MMD weight, kind, bandwidths), the generator's LoRA, the shadow's seed."""
-    cfg = lira_settings("finetune", wildcards)
-    generator = generator_wildcards(wildcards)
-    return shlex.join(
-        finetune_argv(
-            cfg,
-            lora_spec(generator),
-            model=model_set(wildcards)["sd"],
-            seed=cfg["seed"] + lira_model(wildcards),
-            captions=lira_finetune_captions(wildcards) or None,
-            image_embeddings=finetune_embeddings(generator),
-        )
-    )
+    return plan.lira_finetune_args(config, wildcards.dataset, lira_model(wildcards))
 
 
 def lira_synthesis_args(wildcards):
-    """Params function: synthesis_args of a shadow model's shard job: the LiRA-overridden setting,
-    the generator variant, the shadow's seed and LoRA."""
-    cfg = lira_settings("synthesis", wildcards)
-    generator = generator_wildcards(wildcards)
-    return shlex.join(
-        synthesis_argv(
-            cfg,
-            variant_cfg(generator),
-            model=model_set(wildcards)["sd"],
-            prompt=lira_synthesis_prompt(wildcards),
-            shard_size=lira_shard_size(wildcards),
-            seed=cfg["seed"] + lira_model(wildcards),
-            lora=lira_lora(wildcards),
-            captions=lira_synthesis_captions(wildcards) or None,
-            image_embeddings=synthesis_embeddings(generator),
-        )
-    )
-
-
-def lira_shard_size(wildcards):
-    return lira_cfg(wildcards).get("shard_size") or dataset_cfg(wildcards)["shard_size"]
+    return plan.lira_synthesis_args(config, wildcards.dataset, lira_model(wildcards))
 
 
 def lira_synthetic_shards(wildcards):
-    """Input function: the synthesis shards of model ``{model}`` (none for the real pipeline)."""
     if wildcards.pipeline == "real":
         return []
-    shards = num_shards(lira_members(wildcards), lira_shard_size(wildcards))
-    return expand(
-        "results/{{dataset}}/lira/synthetic/model-{{model}}/synth/shard-{shard}.tar",
-        shard=[f"{s:05d}" for s in range(shards)],
+    return plan.lira_synthetic_shards(
+        config,
+        wildcards.dataset,
+        wildcards.pipeline,
+        lira_model(wildcards),
+        lira_members(wildcards),
     )
-
-
-def lira_real_flag(wildcards):
-    """``--real`` for the real pipeline: train on the member index's train split."""
-    return "--real" if wildcards.pipeline == "real" else ""
 
 
 def lira_logits(wildcards):
-    """Input function: the logits of models 0..M-1 of ``{pipeline}``, in model order."""
-    return expand(
-        "results/{{dataset}}/lira/{{pipeline}}/model-{model}/logits.safetensors",
-        model=range(lira_cfg(wildcards)["num_models"]),
-    )
+    return plan.lira_logits(config, wildcards.dataset, wildcards.pipeline)
 
 
 def lira_metrics(wildcards):
-    return expand(
-        "results/{{dataset}}/lira/{pipeline}/metrics.json", pipeline=LIRA_PIPELINES
-    )
+    return plan.lira_metrics(wildcards.dataset)
 
 
 def lira_fprs(wildcards):
-    return " ".join(f"{fpr:g}" for fpr in lira_cfg(wildcards)["target_fprs"])
+    return plan.lira_fprs(config, wildcards.dataset)
 
 
 def lira_runtime(stage):
     """Resource function: wall time (minutes) of a LiRA ``stage`` job on the member half."""
 
     def runtime(wildcards, attempt):
-        if stage == "finetune":
-            cfg = lira_settings("finetune", wildcards)
-            steps = lora_steps(
-                lira_members(wildcards),
-                cfg["batch_size"],
-                cfg.get("max_steps"),
-                cfg.get("epochs"),
-            )
-            items = steps * cfg["batch_size"]
-            resolution = cfg["resolution"]
-        elif stage == "synthesize":
-            items = lira_shard_size(wildcards)
-            resolution = lira_settings("synthesis", wildcards)["resolution"]
-        elif stage == "train":
-            recipe = lira_settings("recipes", wildcards)
-            items, resolution = (
-                recipe["epochs"] * lira_members(wildcards),
-                recipe["train_size"],
-            )
-        else:  # evaluate: every train image and its flip
-            items = 2 * dataset_cfg(wildcards)["train_size"]
-            resolution = lira_settings("recipes", wildcards)["test_size"]
-        return runtime_minutes(job_cost(stage, wildcards), items, resolution, attempt)
+        members = lira_members(wildcards) if stage in ("finetune", "train") else 0
+        return plan.lira_runtime(config, stage, wildcards.dataset, members, attempt)
 
     return fixed_signature(runtime)
 

@@ -21,7 +21,7 @@ rule embed_shard:
         shard_size=dataset_value("shard_size"),
         batch_size=inference_value("embed_batch_size"),
     shell:
-        "python -m realfake.embed run --index {input.index} --model {params.model:q}"
+        "REALFAKE_RULE={rule} python -m realfake.embed run --index {input.index} --model {params.model:q}"
         " --shard {wildcards.shard} --shard-size {params.shard_size} --batch-size {params.batch_size}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
@@ -39,5 +39,5 @@ rule class_means:
         code=code_hash("embed"),
         num_classes=dataset_value("num_classes"),
     shell:
-        "python -m realfake.embed means --inputs {input} --num-classes {params.num_classes}"
+        "REALFAKE_RULE={rule} python -m realfake.embed means --inputs {input} --num-classes {params.num_classes}"
         " --out {output} > {log} 2>&1"

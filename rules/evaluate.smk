@@ -19,5 +19,5 @@ rule evaluate_classifier:
         code=code_hash("evaluate"),
         batch_size=recipe_eval_batch,
     shell:
-        "python -m realfake.evaluate --index {input.index} --checkpoint {input.checkpoint}"
+        "REALFAKE_RULE={rule} python -m realfake.evaluate --index {input.index} --checkpoint {input.checkpoint}"
         " --batch-size {params.batch_size} --workers {threads} --out {output} > {log} 2>&1"

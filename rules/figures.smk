@@ -20,7 +20,7 @@ rule embed_synthetic_shard:
         model=model_ref("clip"),
         batch_size=inference_value("embed_batch_size"),
     shell:
-        "python -m realfake.figures embed --shard {input.shard} --model {params.model:q}"
+        "REALFAKE_RULE={rule} python -m realfake.figures embed --shard {input.shard} --model {params.model:q}"
         " --batch-size {params.batch_size} --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -41,7 +41,7 @@ rule figure_pca:
         code=code_hash("figures"),
         baseline=fig1_baseline,
     shell:
-        "python -m realfake.figures pca --real {input.real} --ours {input.ours}"
+        "REALFAKE_RULE={rule} python -m realfake.figures pca --real {input.real} --ours {input.ours}"
         " --baseline {input.baseline} --baseline-label 'vanilla SD ({params.baseline})'"
         " --title 'CLIP features, {wildcards.dataset}' --png {output.png} --svg {output.svg}"
         " --out {output.summary} > {log} 2>&1"
@@ -63,7 +63,7 @@ rule figure_scaling:
         code=code_hash("figures"),
         scales=fig2_scales,
     shell:
-        "python -m realfake.figures scaling --metrics {input.metrics} --scales {params.scales}"
+        "REALFAKE_RULE={rule} python -m realfake.figures scaling --metrics {input.metrics} --scales {params.scales}"
         " --real {input.real} --title 'Scaling up synthetic data, {wildcards.dataset}'"
         " --png {output.png} --svg {output.svg} --out {output.summary} > {log} 2>&1"
 
@@ -102,7 +102,7 @@ rule figure_samples:
         max_classes=SAMPLES["max_classes"],
         cell_size=SAMPLES["cell_size"],
     shell:
-        "python -m realfake.figures samples --index {input.index} --shards {params.shards}"
+        "REALFAKE_RULE={rule} python -m realfake.figures samples --index {input.index} --shards {params.shards}"
         " --shard-size {params.shard_size} --ours {input.ours} --baseline {input.baseline}"
         " --ours-label {params.ours_label:q} --baseline-label 'vanilla SD ({params.baseline})'"
         " --per-class {params.per_class} --max-classes {params.max_classes}"
@@ -141,7 +141,7 @@ rule figure_lora_curves:
         code=code_hash("figures"),
         log="results/{dataset}/lora/{lora}/state/train_log.jsonl",
     shell:
-        "python -m realfake.figures curves --kind lora --log {params.log} --artifact {input.lora}"
+        "REALFAKE_RULE={rule} python -m realfake.figures curves --kind lora --log {params.log} --artifact {input.lora}"
         " --title 'LoRA {wildcards.lora}, {wildcards.dataset}' --png {output.png}"
         " --out {output.summary} > {log} 2>&1"
 
@@ -164,7 +164,7 @@ rule figure_classifier_curves:
         code=code_hash("figures"),
         log="results/{experiment}/train_state/train_log.jsonl",
     shell:
-        "python -m realfake.figures curves --kind classifier --log {params.log}"
+        "REALFAKE_RULE={rule} python -m realfake.figures curves --kind classifier --log {params.log}"
         " --artifact {input.classifier} --title 'classifier {wildcards.experiment}'"
         " --png {output.png} --out {output.summary} > {log} 2>&1"
 

@@ -27,5 +27,5 @@ rule finetune_lora:
         launcher=train_launcher,
         state_dir="results/{dataset}/lora/{lora}/state",
     shell:
-        "{params.launcher} -m realfake.finetune --index {input.index} --class-means {input.class_means}"
+        "REALFAKE_RULE={rule} {params.launcher} -m realfake.finetune --index {input.index} --class-means {input.class_means}"
         " {params.args} --state-dir {params.state_dir} --threads {threads} --out {output} > {log} 2>&1"

@@ -11,14 +11,7 @@ rule index_dataset:
         CONDA_ENV
     params:
         code=code_hash("index"),
-        root=dataset_value("root"),
-        layout=dataset_value("layout"),
-        layout_options=layout_options_json,
-        num_classes=dataset_value("num_classes"),
-        train_size=dataset_value("train_size"),
-        test_size=dataset_value("test_size"),
+        # root, layout and its options, declared sizes: realfake.commands.index_argv
+        args=index_args,
     shell:
-        "python -m realfake.index --root {params.root:q} --layout {params.layout}"
-        " --layout-options {params.layout_options:q}"
-        " --num-classes {params.num_classes} --train-size {params.train_size}"
-        " --test-size {params.test_size} --out {output} > {log} 2>&1"
+        "REALFAKE_RULE={rule} python -m realfake.index {params.args} --out {output} > {log} 2>&1"

@@ -12,7 +12,7 @@
 #   results/<dataset>/lira/<pipeline>/model-<m>/{classifier,logits}.safetensors
 #   results/<dataset>/lira/<pipeline>/metrics.json, results/<dataset>/lira/roc.{png,svg}
 #
-# Input/params functions: rules/common.smk, section "LiRA membership inference".
+# Input/params functions: rules/common.smk (section "LiRA membership inference") over realfake/plan.py.
 wildcard_constraints:
     pipeline="|".join(LIRA_PIPELINES),
     model=r"0|[1-9][0-9]*",
@@ -31,7 +31,7 @@ rule lira_keep_masks:
         num_examples=dataset_value("train_size"),
         seed=lira_value("keep_seed"),
     shell:
-        "python -m realfake.lira keep --num-models {params.num_models}"
+        "REALFAKE_RULE={rule} python -m realfake.lira keep --num-models {params.num_models}"
         " --num-examples {params.num_examples} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
@@ -49,7 +49,7 @@ rule lira_member_index:
         code=code_hash("lira"),
         model=lira_model,
     shell:
-        "python -m realfake.lira members --index {input.index} --keep {input.keep}"
+        "REALFAKE_RULE={rule} python -m realfake.lira members --index {input.index} --keep {input.keep}"
         " --model {params.model} --out {output} > {log} 2>&1"
 
 
@@ -68,7 +68,7 @@ rule lira_class_means:
         code=code_hash("embed"),
         num_classes=dataset_value("num_classes"),
     shell:
-        "python -m realfake.embed means --inputs {input.shards} --index {input.index}"
+        "REALFAKE_RULE={rule} python -m realfake.embed means --inputs {input.shards} --index {input.index}"
         " --num-classes {params.num_classes} --out {output} > {log} 2>&1"
 
 
@@ -77,7 +77,7 @@ rule lira_finetune_lora:
         index="results/{dataset}/lira/model-{model}/index.parquet",
         captions=lira_finetune_captions,
         class_means="results/{dataset}/lira/model-{model}/class_means.pt",
-        embeddings=with_generator(finetune_embeddings),
+        embeddings=lira_finetune_embeddings,
         zoo=tiny_model_input("sd"),
     output:
         "results/{dataset}/lira/synthetic/model-{model}/lora.safetensors",
@@ -98,7 +98,7 @@ rule lira_finetune_lora:
         args=lira_finetune_args,
         state_dir="results/{dataset}/lira/synthetic/model-{model}/lora_state",
     shell:
-        "python -m realfake.finetune --index {input.index} --class-means {input.class_means}"
+        "REALFAKE_RULE={rule} python -m realfake.finetune --index {input.index} --class-means {input.class_means}"
         " {params.args} --state-dir {params.state_dir} --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -107,7 +107,7 @@ rule lira_synthesize_shard:
         index="results/{dataset}/lira/model-{model}/index.parquet",
         captions=lira_synthesis_captions,
         class_means="results/{dataset}/lira/model-{model}/class_means.pt",
-        embeddings=with_generator(synthesis_embeddings),
+        embeddings=lira_synthesis_embeddings,
         lora="results/{dataset}/lira/synthetic/model-{model}/lora.safetensors",
         zoo=tiny_model_input("sd"),
     output:
@@ -128,7 +128,7 @@ rule lira_synthesize_shard:
         # as rule synthesize_shard, with the LiRA overrides and the shadow's seed
         args=lira_synthesis_args,
     shell:
-        "python -m realfake.synthesize --index {input.index} --class-means {input.class_means}"
+        "REALFAKE_RULE={rule} python -m realfake.synthesize --index {input.index} --class-means {input.class_means}"
         " --pass 0 --shard {wildcards.shard} {params.args}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
@@ -152,20 +152,12 @@ rule lira_train_classifier:
         runtime=lira_runtime("train"),
     params:
         code=code_hash("train"),
-        num_classes=dataset_value("num_classes"),
-        arch=classifier_value("arch"),
-        model_args=classifier_json("model_args"),
-        pretrained=pretrained_flag,
-        recipe=lira_recipe_json,
-        real=lira_real_flag,
-        seed=lira_model,
+        # as rule train_classifier, with the LiRA-overridden recipe and seed {model}
+        args=lira_train_args,
         state_dir="results/{dataset}/lira/{pipeline}/model-{model}/train_state",
     shell:
-        "python -m realfake.train --shards {input.shards} --index {input.index} {params.real}"
-        " --num-classes {params.num_classes}"
-        " --arch {params.arch} --model-args {params.model_args:q} {params.pretrained}"
-        " --recipe {params.recipe:q} --seed {params.seed} --workers {threads}"
-        " --state-dir {params.state_dir} --out {output} > {log} 2>&1"
+        "REALFAKE_RULE={rule} python -m realfake.train --shards {input.shards} --index {input.index} {params.args}"
+        " --workers {threads} --state-dir {params.state_dir} --out {output} > {log} 2>&1"
 
 
 rule lira_logits:
@@ -189,7 +181,7 @@ rule lira_logits:
         code=code_hash("lira"),
         batch_size=lira_eval_batch,
     shell:
-        "python -m realfake.lira logits --index {input.index} --checkpoint {input.checkpoint}"
+        "REALFAKE_RULE={rule} python -m realfake.lira logits --index {input.index} --checkpoint {input.checkpoint}"
         " --batch-size {params.batch_size} --workers {threads} --out {output} > {log} 2>&1"
 
 
@@ -208,7 +200,7 @@ rule lira_attack:
         fprs=lira_fprs,
         roc_points=lira_value("roc_points"),
     shell:
-        "python -m realfake.lira attack --keep {input.keep} --logits {input.logits}"
+        "REALFAKE_RULE={rule} python -m realfake.lira attack --keep {input.keep} --logits {input.logits}"
         " --pipeline {wildcards.pipeline} --fprs {params.fprs} --roc-points {params.roc_points}"
         " --out {output} > {log} 2>&1"
 
@@ -230,5 +222,5 @@ rule lira_figure:
     params:
         code=code_hash("lira"),
     shell:
-        "python -m realfake.lira figure --metrics {input} --out {output.png} {output.svg}"
+        "REALFAKE_RULE={rule} python -m realfake.lira figure --metrics {input} --out {output.png} {output.svg}"
         " > {log} 2>&1"

@@ -25,7 +25,7 @@ rule evaluate_ood:
         num_images=ood_field("num_images", "any"),
         batch_size=recipe_eval_batch,
     shell:
-        "python -m realfake.ood --index {input.index} --checkpoint {input.checkpoint}"
+        "REALFAKE_RULE={rule} python -m realfake.ood --index {input.index} --checkpoint {input.checkpoint}"
         " --names {params.names} --roots {params.roots:q} --layouts {params.layouts}"
         " --subsets {params.subsets} --num-images {params.num_images}"
         " --batch-size {params.batch_size} --workers {threads} --out {output} > {log} 2>&1"

@@ -15,4 +15,4 @@ rule summarize_provenance:
     params:
         code=code_hash("report"),
     shell:
-        "python -m realfake.report --table {input.table} --out {output} > {log} 2>&1"
+        "REALFAKE_RULE={rule} python -m realfake.report --table {input.table} --out {output} > {log} 2>&1"

@@ -22,7 +22,7 @@ rule sscd_describe_real:
         square=sscd_square_flag,
         batch_size=sscd_value("batch_size"),
     shell:
-        "python -m realfake.sscd describe --index {input.index} --model {params.model:q}"
+        "REALFAKE_RULE={rule} python -m realfake.sscd describe --index {input.index} --model {params.model:q}"
         " --resize {params.resize} {params.square} --batch-size {params.batch_size}"
         " --workers {threads} --out {output} > {log} 2>&1"
 
@@ -62,7 +62,7 @@ rule sscd_match:
         chunk_size=sscd_value("chunk_size"),
         pairs=sscd_value("pairs"),
     shell:
-        "python -m realfake.sscd match --index {input.index} --model {params.model:q}"
+        "REALFAKE_RULE={rule} python -m realfake.sscd match --index {input.index} --model {params.model:q}"
         " --real-descriptors {input.real} --shards {input.shards}"
         " --resize {params.resize} {params.square} --batch-size {params.batch_size}"
         " --k {params.k} --threshold {params.threshold} --chunk-size {params.chunk_size}"

@@ -22,6 +22,6 @@ rule synthesize_shard:
         # switches as realfake.synthesize flags (one params function: planning cost is per function)
         args=synthesis_args,
     shell:
-        "python -m realfake.synthesize --index {input.index} --class-means {input.class_means}"
+        "REALFAKE_RULE={rule} python -m realfake.synthesize --index {input.index} --class-means {input.class_means}"
         " --pass {wildcards.synth_pass} --shard {wildcards.shard} {params.args}"
         " --threads {threads} --out {output} > {log} 2>&1"

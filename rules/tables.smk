@@ -19,7 +19,7 @@ rule collect_table:
         cells=table_cells_json,
         source=table_source,
     shell:
-        "python -m realfake.tables collect --table {wildcards.table} --cells {params.cells:q}"
+        "REALFAKE_RULE={rule} python -m realfake.tables collect --table {wildcards.table} --cells {params.cells:q}"
         " --source {params.source} --metrics {input} --out {output.csv}"
         " --markdown {output.markdown} --html {output.html} > {log} 2>&1"
 
@@ -39,5 +39,5 @@ rule partial_table:
         source=table_source,
         built=built_cell_files,
     shell:
-        "python -m realfake.tables partial --table {wildcards.table} --cells {params.cells:q}"
+        "REALFAKE_RULE={rule} python -m realfake.tables partial --table {wildcards.table} --cells {params.cells:q}"
         " --source {params.source} --markdown {output} > {log} 2>&1"

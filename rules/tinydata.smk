@@ -15,7 +15,7 @@ rule make_tiny_dataset:
         image_size=config["tiny"]["image_size"],
         seed=config["tiny"]["seed"],
     shell:
-        "python -m realfake.tinydata --out {output} --num-classes {params.num_classes}"
+        "REALFAKE_RULE={rule} python -m realfake.tinydata --out {output} --num-classes {params.num_classes}"
         " --train-per-class {params.train_per_class} --test-per-class {params.test_per_class}"
         " --image-size {params.image_size} --seed {params.seed} > {log} 2>&1"
 
@@ -38,6 +38,6 @@ rule make_tiny_ood:
         seed=config["tiny"]["ood"]["seed"],
         hard_stride=config["tiny"]["ood"]["hard_stride"],
     shell:
-        "python -m realfake.tinyood --data {input} --out {output} --per-class {params.per_class}"
+        "REALFAKE_RULE={rule} python -m realfake.tinyood --data {input} --out {output} --per-class {params.per_class}"
         " --image-size {params.image_size} --seed {params.seed}"
         " --hard-stride {params.hard_stride} > {log} 2>&1"

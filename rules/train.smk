@@ -18,17 +18,9 @@ rule train_classifier:
     params:
         code=code_hash("train"),
         launcher=train_launcher,
-        num_classes=dataset_value("num_classes"),
-        arch=classifier_value("arch"),
-        model_args=classifier_json("model_args"),
-        pretrained=pretrained_flag,
-        recipe=recipe_json,
-        real=real_flag,
-        seed=training_seed,
+        # classes, classifier, recipe, seed, --real: realfake.commands.train_argv
+        args=train_args,
         state_dir="results/{experiment}/train_state",
     shell:
-        "{params.launcher} -m realfake.train --shards {input.shards} --index {input.index} {params.real}"
-        " --num-classes {params.num_classes}"
-        " --arch {params.arch} --model-args {params.model_args:q} {params.pretrained}"
-        " --recipe {params.recipe:q} --seed {params.seed} --workers {threads}"
-        " --state-dir {params.state_dir} --out {output} > {log} 2>&1"
+        "REALFAKE_RULE={rule} {params.launcher} -m realfake.train --shards {input.shards} --index {input.index}"
+        " {params.args} --workers {threads} --state-dir {params.state_dir} --out {output} > {log} 2>&1"

@@ -18,7 +18,7 @@ rule make_tiny_corpus:
         code=code_hash("tinycorpus"),
         args=shlex.join(corpus_argv(PRETRAIN["corpus"])),
     shell:
-        "python -m realfake.tinycorpus --out {output} {params.args} > {log} 2>&1"
+        "REALFAKE_RULE={rule} python -m realfake.tinycorpus --out {output} {params.args} > {log} 2>&1"
 
 
 rule pretrain_tiny_clip:
@@ -37,7 +37,7 @@ rule pretrain_tiny_clip:
         code=code_hash("pretrain"),
         args=shlex.join(pretrain_argv(PRETRAIN, "clip")),
     shell:
-        "python -m realfake.pretrain clip {params.args} --corpus {input.corpus} --out {output}"
+        "REALFAKE_RULE={rule} python -m realfake.pretrain clip {params.args} --corpus {input.corpus} --out {output}"
         " > {log} 2>&1"
 
 
@@ -57,7 +57,7 @@ rule pretrain_tiny_vae:
         code=code_hash("pretrain"),
         args=shlex.join(pretrain_argv(PRETRAIN, "vae")),
     shell:
-        "python -m realfake.pretrain vae {params.args} --corpus {input.corpus} --out {output}"
+        "REALFAKE_RULE={rule} python -m realfake.pretrain vae {params.args} --corpus {input.corpus} --out {output}"
         " > {log} 2>&1"
 
 
@@ -77,7 +77,7 @@ rule pretrain_tiny_captioner:
         code=code_hash("pretrain"),
         args=shlex.join(pretrain_argv(PRETRAIN, "captioner")),
     shell:
-        "python -m realfake.pretrain captioner {params.args} --corpus {input.corpus} --out {output}"
+        "REALFAKE_RULE={rule} python -m realfake.pretrain captioner {params.args} --corpus {input.corpus} --out {output}"
         " > {log} 2>&1"
 
 
@@ -99,7 +99,7 @@ rule pretrain_tiny_unet:
         code=code_hash("pretrain"),
         args=shlex.join(pretrain_argv(PRETRAIN, "unet")),
     shell:
-        "python -m realfake.pretrain unet {params.args} --corpus {input.corpus} --clip {input.clip}"
+        "REALFAKE_RULE={rule} python -m realfake.pretrain unet {params.args} --corpus {input.corpus} --clip {input.clip}"
         " --vae {input.vae} --out {output} > {log} 2>&1"
 
 
@@ -115,4 +115,4 @@ rule build_tiny_zoo:
     params:
         code=code_hash("zoo"),
     shell:
-        "python -m realfake.zoo sscd --out {output} > {log} 2>&1"
+        "REALFAKE_RULE={rule} python -m realfake.zoo sscd --out {output} > {log} 2>&1"

@@ -3,11 +3,20 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
 
-from realfake.commands import FINETUNE_SETTING_FLAGS, SYNTHESIS_SETTING_FLAGS, finetune_argv, synthesis_argv
+from realfake.commands import (
+    FINETUNE_SETTING_FLAGS,
+    SYNTHESIS_SETTING_FLAGS,
+    caption_argv,
+    finetune_argv,
+    index_argv,
+    synthesis_argv,
+    train_argv,
+)
 from realfake.targets import parse_lora_name
 
 SYNTHESIS = {
@@ -130,3 +139,62 @@ def test_finetune_step_budget_wins_over_epochs_and_captions_are_optional():
         ["--index", "i", "--class-means", "m", "--state-dir", "s", "--out", "o", *through_shell(argv)]
     )
     assert (args.max_steps, args.epochs, args.no_caption, args.captions) == (30, None, True, None)
+
+
+DATASET = {
+    "root": "/datasets/with space", "layout": "imagenet", "layout_options": {"val_labels": "v.txt"},
+    "num_classes": 1000, "train_size": 1281167, "test_size": 50000, "shard_size": 20000,
+}  # fmt: skip
+CLASSIFIER = {"arch": "resnet50", "model_args": {"drop_rate": 0.1}, "pretrained": None}
+RECIPE = {"epochs": 90, "batch_size": 1024, "micro_batch": 128, "lr": 0.1, "train_size": 224}
+
+
+def test_index_flags_round_trip():
+    from realfake.index import parse_args
+
+    args = parse_args([*through_shell(index_argv(DATASET)), "--out", "i.parquet"])
+    assert (str(args.root), args.layout, json.loads(args.layout_options)) == (
+        "/datasets/with space", "imagenet", {"val_labels": "v.txt"},
+    )  # fmt: skip
+    assert (args.num_classes, args.train_size, args.test_size) == (1000, 1281167, 50000)
+    no_options = {k: v for k, v in DATASET.items() if k != "layout_options"}
+    assert parse_args([*through_shell(index_argv(no_options)), "--out", "i"]).layout_options == "{}"
+
+
+def test_caption_flags_round_trip():
+    from realfake.caption import parse_args
+
+    inference = {"caption_batch_size": 32, "caption_max_new_tokens": 20, "embed_batch_size": 256}
+    argv = caption_argv(DATASET, inference, model="Salesforce/blip2-opt-2.7b")
+    args = parse_args(
+        ["run", "--index", "i.parquet", "--shard", "3", *through_shell(argv), "--out", "c.parquet"]
+    )
+    assert (args.command, args.model, args.shard, args.shard_size) == (
+        "run",
+        "Salesforce/blip2-opt-2.7b",
+        3,
+        20000,
+    )
+    assert (args.batch_size, args.max_new_tokens) == (32, 20)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "classifier", "real", "pretrained"),
+    [
+        (DATASET, CLASSIFIER, False, None),
+        (DATASET, {**CLASSIFIER, "pretrained": "zoo/r50"}, True, "zoo/r50"),  # the model set's
+        ({**DATASET, "classifier_pretrained": "zoo/in1k"}, {**CLASSIFIER, "pretrained": "zoo/r50"}, False,
+         "zoo/in1k"),  # the dataset's wins (App. G.2)
+    ],
+)  # fmt: skip
+def test_train_flags_round_trip(dataset, classifier, real, pretrained):
+    from realfake.train import parse_args
+
+    argv = train_argv(dataset, {"classifier": classifier}, RECIPE, seed=3, real=real)
+    fixed = ["--shards", "s0.tar", "--index", "i.parquet", "--state-dir", "st", "--out", "c.safetensors"]
+    args = parse_args(fixed + through_shell(argv))
+    assert (args.num_classes, args.arch, args.seed, args.real, args.pretrained) == (
+        1000, "resnet50", 3, real, pretrained,
+    )  # fmt: skip
+    assert json.loads(args.model_args) == {"drop_rate": 0.1}
+    assert json.loads(args.recipe) == RECIPE

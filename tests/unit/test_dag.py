@@ -51,6 +51,24 @@ def test_tiny_target_builds_the_tiny_default(tmp_path):
     assert counts["total"] == 29
 
 
+def test_every_stage_job_names_its_own_rule_to_its_record(tmp_path):
+    """Provenance records name their rule from REALFAKE_RULE, set in each rule's shell command."""
+    out = subprocess.run(
+        [str(SNAKEMAKE), "-n", "-p", "--cores", "1", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+         "tiny", "tiny_paper", "results/tiny/lira/roc.png", "--configfile", str(REPO / "config.yaml")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n|\n)*?Shell command: (.*)$", out, re.M)
+    stage_jobs = [(rule, cmd) for rule, cmd in jobs if " -m realfake." in cmd]
+    assert len(stage_jobs) == len(re.findall(r"^Shell command: .* -m realfake\.", out, re.M))  # every one
+    assert {rule for rule, _ in stage_jobs} >= {
+        "train_classifier",
+        "lira_train_classifier",
+        "synthesize_shard",
+    }
+    assert [(rule, cmd) for rule, cmd in stage_jobs if f"REALFAKE_RULE={rule} " not in cmd] == []
+
+
 def test_table2_plans_ten_rows_on_two_datasets_with_four_loras_each():
     counts = job_counts("results/tables/table2.csv")
     shards = -(-12894 // 5000) + -(-126689 // 10000)  # IN-10 + IN-100 shards: 3 + 13

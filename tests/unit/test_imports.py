@@ -31,6 +31,7 @@ NO_TORCH = (
     "targets",
     "shards",
     "resources",
+    "plan",
 )
 #: Of those, the ones that need no pandas either (the dispatcher, planning, provenance, data layout).
 NO_PANDAS = (
@@ -44,6 +45,7 @@ NO_PANDAS = (
     "config",
     "shards",
     "dataprep",
+    "plan",
 )
 
 

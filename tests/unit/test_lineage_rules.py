@@ -1,5 +1,8 @@
-"""realfake.lineage.rule_of: the rule named for a provenance record, also when several rules run
-the same stage module (the LiRA shadow rules reuse finetune, synthesize and train)."""
+"""realfake.lineage.rule_of: the rule named for a provenance record. A record names its rule
+(every rule's shell sets REALFAKE_RULE={rule}; tests/unit/test_dag.py checks each planned job
+passes its own name); a record written before that is told apart by its stage and output path,
+also when several rules run the same stage module (the LiRA shadow rules reuse finetune,
+synthesize and train)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,20 @@ from realfake.lineage import rule_of
 )
 def test_rule_is_told_apart_by_the_output_path(stage, output, rule):
     assert rule_of({"stage": stage, "outputs": [{"path": output}]}) == rule
+
+
+def test_recorded_rule_wins():
+    record = {
+        "stage": "train",
+        "rule": "lira_train_classifier",
+        "outputs": [{"path": "elsewhere/c.safetensors"}],
+    }
+    assert rule_of(record) == "lira_train_classifier"
+    assert rule_of(
+        {**record, "rule": None, "outputs": [{"path": "results/tiny_x1/classifier.safetensors"}]}
+    ) == (
+        "train_classifier"
+    )  # a record written before rules named themselves (or run by hand): from its output path
 
 
 def test_unknown_stage_falls_back_to_its_name():

@@ -107,6 +107,16 @@ def test_slurm_job_id_is_recorded(dag, monkeypatch):
     assert json.loads(Path("results/other.txt.prov.json").read_text())["job"]["slurm_job_id"] == "4242"
 
 
+def test_rule_names_itself_in_the_record(dag, monkeypatch):
+    record = json.loads(Path("results/x1/metrics.json.prov.json").read_text())
+    assert record["rule"] is None  # run by hand: no rule around it
+    monkeypatch.setenv(provenance.RULE_VAR, "train_classifier")
+    toy_stage(["--inputs", "data/raw.txt", "--out", "results/lira/real/model-0/classifier.safetensors"])
+    record = json.loads(Path("results/lira/real/model-0/classifier.safetensors.prov.json").read_text())
+    assert record["rule"] == "train_classifier"
+    assert lineage.rule_of(record) == "train_classifier"  # as recorded, whatever the output path says
+
+
 def test_directory_digest_of_a_subdirectory_follows_from_the_parent_manifest(tmp_path):
     (tmp_path / "zoo" / "sd").mkdir(parents=True)
     (tmp_path / "zoo" / "sd" / "w.bin").write_bytes(b"w")

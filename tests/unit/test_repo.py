@@ -41,6 +41,17 @@ def test_snakefmt_clean():
     assert result.returncode == 0, result.stderr
 
 
+# Every rule's shell names the rule to its stage's provenance record (REALFAKE_RULE={rule}).
+# `{rule}` is one of the names Snakemake documents for shell commands, but its linter's list of
+# valid names leaves it out; that one finding is the only one allowed.
+RULE_KEYWORD_LINT = "Shell command directly uses variable rule from outside of the rule"
+
+
 def test_snakemake_lint_clean():
     result = run(str(BIN / "snakemake"), "--lint", "--cores", "1")
-    assert "Congratulations" in result.stdout + result.stderr, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    if "Congratulations" in out:
+        return
+    findings = re.findall(r"^\s+\* (.+?):?$", out, re.M)
+    assert findings, out  # lints we cannot read: show them
+    assert {f for f in findings if f != RULE_KEYWORD_LINT} == set(), out
