@@ -1,6 +1,7 @@
 """``realfake`` console script: ``realfake <stage> [args]`` runs ``realfake.<stage>.main(args)``;
 ``realfake provenance PATH ...`` prints an artifact's lineage (``realfake.lineage``);
 ``realfake estimate TARGET [--gpu KIND]`` prints its GPU-hours per rule (``realfake.estimate``);
+``realfake status [TARGET]`` shows a run's progress on one screen (``realfake.status``);
 ``realfake models fetch`` fills the Hugging Face cache for a cluster (``realfake.hub``);
 ``realfake data <command>`` arranges a downloaded dataset for its reader (``realfake.dataprep``)."""
 
@@ -29,6 +30,7 @@ STAGES = (
 TOOLS = {
     "provenance": "lineage",
     "estimate": "estimate",
+    "status": "status",
     "models": "hub",
     "data": "dataprep",
     "preflight": "preflight",

@@ -240,6 +240,12 @@ class Job:
     # what it writes, as the dry run printed it (relative to the working directory): realfake.preflight
     # tells what the DAG builds itself from these; not part of a job's identity
     outputs: tuple[str, ...] = field(default=(), compare=False)
+    # its other files and declared resources, as printed: realfake.status reads the cells of a table
+    # (a collect_table job's inputs), the log and benchmark of a job and its ``gpu`` count from these
+    inputs: tuple[str, ...] = field(default=(), compare=False)
+    log: tuple[str, ...] = field(default=(), compare=False)
+    benchmark: str | None = field(default=None, compare=False)
+    resources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -255,8 +261,12 @@ class JobCost:
 _RULE = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
 
 
+# the dry run's lines naming a job's files -> the Job field holding them
+_FILE_LINES = {"input": "inputs", "output": "outputs", "log": "log", "benchmark": "benchmark"}
+
+
 def parse_dry_run(output: str) -> list[Job]:
-    """Rule, wildcards and outputs of every job a ``snakemake -n`` printed."""
+    """Rule, wildcards, files and resources of every job a ``snakemake -n`` printed."""
     jobs: list[Job] = []
     for line in output.splitlines():
         line = line.strip()
@@ -265,8 +275,12 @@ def parse_dry_run(output: str) -> list[Job]:
         elif line.startswith("wildcards:") and jobs:
             pairs = [kv.split("=", 1) for kv in line.split(":", 1)[1].split(", ") if "=" in kv]
             jobs[-1] = replace(jobs[-1], wildcards={k.strip(): v.strip() for k, v in pairs})
-        elif line.startswith("output:") and jobs:
-            jobs[-1] = replace(jobs[-1], outputs=tuple(line.split(":", 1)[1].strip().split(", ")))
+        elif jobs and (key := line.split(":", 1)[0]) in _FILE_LINES:
+            files = tuple(line.split(":", 1)[1].strip().split(", "))
+            jobs[-1] = replace(jobs[-1], **{_FILE_LINES[key]: files[0] if key == "benchmark" else files})
+        elif line.startswith("resources:") and jobs:
+            pairs = [kv.split("=", 1) for kv in line.split(":", 1)[1].split(", ") if "=" in kv]
+            jobs[-1] = replace(jobs[-1], resources={k.strip(): v.strip() for k, v in pairs})
     return jobs
 
 
@@ -427,16 +441,18 @@ def merged_config(base: Path, configfile: Path) -> dict:
     return config
 
 
-def plan_jobs(target: str, snakefile: Path, configfile: Path, workdir: Path | None) -> list[Job]:
+def plan_jobs(
+    target: str, snakefile: Path, configfile: Path, workdir: Path | None, extra: tuple[str, ...] = ()
+) -> list[Job]:
     """The jobs of ``target`` from a Snakemake dry run (all of them in an empty directory when
     ``workdir`` is None). ``configfile`` is merged over the Snakefile's config.yaml, named first:
     the Snakefile's ``configfile: "config.yaml"`` is looked up in the working directory, so in
-    another one a partial file would otherwise stand alone."""
+    another one a partial file would otherwise stand alone. ``extra``: more snakemake arguments."""
     base = snakefile.parent / "config.yaml"
     configs = [str(base)] + ([str(configfile)] if configfile.resolve() != base.resolve() else [])
     with tempfile.TemporaryDirectory(prefix="estimate-") as empty:
         cmd = [str(Path(sys.executable).with_name("snakemake")), target, "-n", "-s", str(snakefile)]
-        cmd += ["-d", str(workdir or empty), "--configfile", *configs]
+        cmd += ["-d", str(workdir or empty), *extra, "--configfile", *configs]
         proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"snakemake dry run failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
