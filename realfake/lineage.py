@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import os
 import re
@@ -35,6 +36,14 @@ from realfake import provenance as prov
 from realfake.io import sha256_file
 
 RULES_DIR = prov.PACKAGE_DIR.parent / "rules"
+
+
+def cell_anchor(row: str, column: str) -> str:
+    """The HTML id of a cell's lineage on the table's provenance page (``realfake.report``): readable,
+    and unique per (row, column) whatever characters they hold."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{row}-{column}")[:48]
+    digest = hashlib.sha1(f"{row}\0{column}".encode()).hexdigest()[:8]
+    return f"cell-{readable}-{digest}"
 
 
 @dataclass(eq=False)

@@ -6,7 +6,7 @@ table down to the dataset index and the models as a collapsible tree of plain HT
 (no script, no external file: it works opened as a file and inside Snakemake's report). Each
 artifact is one line (short hash, rule, job, end time, parameters) with its inputs folded below;
 an artifact met again links to where it is shown (``#id``) instead of repeating its subtree. Each
-cell's node has the id ``realfake.tables.cell_anchor`` gives it, the target of the cell's link
+cell's node has the id ``realfake.lineage.cell_anchor`` gives it, the target of the cell's link
 on ``<table>.html``.
 """
 
@@ -22,7 +22,6 @@ from typing import Any
 
 from realfake import lineage, provenance
 from realfake.io import atomic_path
-from realfake.tables import cell_anchor
 
 HEADER = ["cell", "file", "sha256", "rule", "job", "ended", "code", "commit"]
 
@@ -51,7 +50,7 @@ def cell_rows(table: lineage.Node) -> list[dict[str, str]]:
         rows += [
             {
                 "cell": ",".join(edge.node.cell),
-                "anchor": cell_anchor(*edge.node.cell),
+                "anchor": lineage.cell_anchor(*edge.node.cell),
                 **source_summary(s.node),
             }
             for s in edge.node.inputs
@@ -62,7 +61,7 @@ def cell_rows(table: lineage.Node) -> list[dict[str, str]]:
 def node_anchor(node: lineage.Node) -> str:
     """The HTML id of a node: a cell's is the one its table page links to; others readable + unique."""
     if node.cell is not None:
-        return cell_anchor(*node.cell)
+        return lineage.cell_anchor(*node.cell)
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", node.key)[-48:].strip("-")
     return f"n-{readable}-{hashlib.sha1(node.key.encode()).hexdigest()[:8]}"
 

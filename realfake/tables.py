@@ -18,11 +18,9 @@ Markdown and HTML lay the table out like the paper (rows x columns).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import html
 import json
 import math
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ import yaml
 
 from realfake import provenance
 from realfake.io import atomic_path
+from realfake.lineage import cell_anchor
 
 METRICS = ("top1", "top5")
 SOURCES = ("metrics", "ood")
@@ -176,14 +175,6 @@ def to_markdown(wide: pd.DataFrame, title: str, note: str) -> str:
         for i, vals in zip(wide.index, wide.values, strict=True)
     ]
     return "\n".join(lines) + "\n"
-
-
-def cell_anchor(row: str, column: str) -> str:
-    """The HTML id of a cell's lineage on the table's provenance page (``realfake.report``): readable,
-    and unique per (row, column) whatever characters they hold."""
-    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{row}-{column}")[:48]
-    digest = hashlib.sha1(f"{row}\0{column}".encode()).hexdigest()[:8]
-    return f"cell-{readable}-{digest}"
 
 
 def layout_keys(cells: list[dict], paper: dict[str, Any] | None) -> list[list[tuple[str, str]]]:
