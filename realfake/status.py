@@ -38,7 +38,8 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 from realfake.estimate import GPUS, REPO, STAGE_OF_RULE, Job, Planner, merged_config, plan_jobs
@@ -205,16 +206,17 @@ class Spent:
     end: float | None  # and the last one ended
 
 
-def spent(states: Iterable[JobStatus], workdir: Path) -> Spent:
+def spent(states: Iterable[JobStatus], workdir: Path, since: float | None = None) -> Spent:
     """GPU-hours of the finished jobs: benchmark wall seconds x declared GPUs; the span they cover
-    (a benchmark file is written when its job ends: its mtime is the end, minus the seconds the start)."""
+    (a benchmark file is written when its job ends: its mtime is the end, minus the seconds the start).
+    ``since``: only the jobs that ended after that unix time (the current Snakemake session's)."""
     hours, model, count, starts, ends = 0.0, 0.0, 0, [], []
     for status in states:
         if status.state != "done" or status.job.benchmark is None:
             continue
         path = workdir / status.job.benchmark
         seconds = benchmark_seconds(path)
-        if seconds is None:
+        if seconds is None or (since is not None and path.stat().st_mtime < since):
             continue
         hours += seconds * job_gpus(status.job) / 3600
         model += seconds * job_gpus(status.job) / 3600 if status.job.rule in STAGE_OF_RULE else 0.0
@@ -222,6 +224,17 @@ def spent(states: Iterable[JobStatus], workdir: Path) -> Spent:
         ends.append(path.stat().st_mtime)
         starts.append(ends[-1] - seconds)
     return Spent(hours, model, count, min(starts, default=None), max(ends, default=None))
+
+
+def session_start(workdir: Path) -> float | None:
+    """Unix time the newest Snakemake session in ``workdir`` started (its log's name, local time)."""
+    starts = []
+    for log in (workdir / ".snakemake" / "log").glob("*.snakemake.log"):
+        try:
+            starts.append(datetime.strptime(log.name.split(".snakemake")[0], "%Y-%m-%dT%H%M%S.%f"))
+        except ValueError:
+            continue
+    return max(starts).timestamp() if starts else None
 
 
 def estimated_hours(jobs: Iterable[Job], planner: Planner, gpu: str) -> float:
@@ -300,8 +313,9 @@ def render(
     estimate: Estimate | None,
     gpu: str,
     now: float,
+    session: Spent | None = None,
 ) -> str:
-    """The status screen."""
+    """The status screen (``session``: what the current Snakemake session spent, for the rate)."""
     counts = Counter(s.state for s in states)
     running = counts["running"] > 0
     lines = [
@@ -336,7 +350,7 @@ def render(
         if ratio:
             line += f", {rest:.3g} at the done jobs' measured / estimated = {ratio:.3g}"
         lines.append(line)
-    lines.append(projection(used, rest, running, counts["pending"] + counts["failed"], now))
+    lines.append(projection(used, rest, running, counts["pending"] + counts["failed"], now, session))
     failed = [s for s in states if s.state == "failed"]
     if failed:
         lines += ["", "failed:"]
@@ -353,12 +367,18 @@ def render(
     return "\n".join(lines)
 
 
-def projection(used: Spent, rest: float | None, running: bool, left: int, now: float) -> str:
-    """When the rest ends at the rate so far (GPU-hours spent per hour of the run's span)."""
+def projection(
+    used: Spent, rest: float | None, running: bool, left: int, now: float, session: Spent | None = None
+) -> str:
+    """When the rest ends at the rate so far: GPU-hours spent per hour of the current Snakemake
+    session (``session``: its jobs and its start) when it has finished a job, else of the run's whole
+    span (which counts the idle time between a stopped run and its restart)."""
     if left == 0 and not running:
         return "projected end: finished" + (f" ({clock(used.end)})" if used.end else "")
     if rest is None:
         return "projected end: unknown without an estimate of the rest"
+    if session is not None and session.jobs and session.gpu_hours > 0:
+        used = session
     if used.start is None or used.gpu_hours <= 0:
         return "projected end: no rate yet (no finished job with GPUs and a benchmark record)"
     span = (now if running else used.end) - used.start
@@ -419,7 +439,10 @@ def main(argv: list[str] | None = None) -> str:
             )
         except (SystemExit, KeyError, ValueError) as err:
             estimate = Estimate(0.0, 0.0, str(err))
-    screen = render(args.target, workdir, states, spent(states, workdir), estimate, args.gpu, time.time())
+    start = session_start(workdir)
+    session = None if start is None else replace(spent(states, workdir, since=start), start=start)
+    used = spent(states, workdir)
+    screen = render(args.target, workdir, states, used, estimate, args.gpu, time.time(), session)
     print(screen)
     return screen
 

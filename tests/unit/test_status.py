@@ -5,10 +5,14 @@ finished and mid-way, is tests/test_status_e2e.py)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import time
+from datetime import datetime
 from pathlib import Path
+
+import pytest
 
 from realfake import status
 from realfake.estimate import parse_dry_run
@@ -227,3 +231,30 @@ def test_screen_of_a_finished_run(tmp_path):
     assert "jobs: 5 done, 0 running, 0 failed, 0 pending of 5" in screen
     assert "rest: not estimated (--no-estimate)" in screen
     assert "failed:" not in screen and "running:" not in screen
+
+
+def test_projection_rates_the_current_session_not_the_idle_gap_before_it(tmp_path):
+    """A run stopped for a day and restarted: the rate is that of the session now running."""
+    jobs = jobs_by_output()
+    day = 86_400.0
+    write_benchmark(tmp_path, "results/benchmarks/train_classifier/d_x1.tsv", 1800.0, ended=10_000.0)
+    write_benchmark(tmp_path, "results/benchmarks/evaluate_classifier/d_x1.tsv", 1800.0, ended=10_000.0 + day)
+    log_dir = tmp_path / ".snakemake" / "log"
+    log_dir.mkdir(parents=True)
+    restart = 10_000.0 + day - 3600.0  # the session began an hour before its job ended
+    stamp = datetime.fromtimestamp(restart).strftime("%Y-%m-%dT%H%M%S.%f")
+    (log_dir / f"{stamp}.snakemake.log").write_text("")
+    (log_dir / "not-a-session.log").write_text("")
+    assert status.session_start(tmp_path) == pytest.approx(restart)
+    done = [
+        status.JobStatus(jobs["results/d_x1/classifier.safetensors"], "done"),
+        status.JobStatus(jobs["results/d_x1/metrics.json"], "done"),
+    ]
+    whole = status.spent(done, tmp_path)
+    session = dataclasses.replace(status.spent(done, tmp_path, since=restart), start=restart)
+    assert session.jobs == 1 and whole.jobs == 2
+    now = restart + 3600.0
+    slow = status.projection(whole, 10.0, True, 3, now)  # a rate over the day's gap
+    fast = status.projection(whole, 10.0, True, 3, now, session)
+    rate = session.gpu_hours  # GPU-hours in the session's one hour
+    assert f"at {rate:.3g} GPU-h per hour" in fast and f"at {rate:.3g} GPU-h per hour" not in slow
