@@ -3,7 +3,7 @@
 #   real images -> index -> BLIP-2 captions -> CLIP embeddings -> class means (visual guidance)
 #   -> LoRA (min-SNR eps-loss + MMD) -> img2img synthetic shards -> timm classifier -> metrics
 #
-# Targets (README "Targets"): results/<experiment>/metrics.json with <experiment> =
+# Targets (docs/targets.md): results/<experiment>/metrics.json with <experiment> =
 # <dataset>_<data>[_<variant>][_seed<n>] (realfake/targets.py), results/tables/<table>.{csv,md,html}
 # (results/tables/<table>.partial.md: the cells built so far).
 # `snakemake` (rule all) builds every table of config.yaml's experiment.tables: the whole paper.

@@ -1,4 +1,4 @@
-"""The target grammar: experiment names <-> what a classifier is trained on (README "Targets").
+"""The target grammar: experiment names <-> what a classifier is trained on (docs/targets.md).
 
 An experiment is one classifier run, built as ``results/<experiment>/metrics.json``::
 

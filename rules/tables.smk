@@ -25,7 +25,7 @@ rule collect_table:
 
 
 # No inputs on purpose: a researcher mid-way asks for the cells built so far without building
-# the rest (README "Tables"); `built` re-runs it when a cell file appears or changes.
+# the rest (docs/provenance.md, "Tables and report"); `built` re-runs it when a cell file appears or changes.
 rule partial_table:
     output:
         "results/tables/{table}.partial.md",

@@ -83,7 +83,7 @@ def test_metrics_json(finished_run):
 
 #: Science regression floor of the tiny default: synthetic-only top-1 on the real test split, well
 #: above chance (10 classes: 10 %). Measured 78 % on a fresh clone on 2026-12-02, 64-78 % over
-#: classifier seeds (README "The tiny world"); the zoo whose samples were colour blotches (a noisy
+#: classifier seeds (docs/tiny-world.md); the zoo whose samples were colour blotches (a noisy
 #: VAE posterior) gave 47-54 %, random weights 9 %. The floor is the issue's "never below 50 %":
 #: it catches a method that no longer teaches, not a few points of drift.
 TINY_X1_TOP1_FLOOR = 0.5

@@ -89,7 +89,7 @@ def test_table2_plans_ten_rows_on_two_datasets_with_four_loras_each():
 
 @pytest.mark.slow
 def test_default_target_plans_every_table_of_the_paper():
-    """README "Targets" states these counts; sizes from config.yaml (shards = ceil(train / shard))."""
+    """docs/targets.md states these counts; sizes from config.yaml (shards = ceil(train / shard))."""
     counts = job_counts()
     expected = {
         "results/tables/table1.csv": {"caption_shard": 81, "synthesize_shard": 315, "train_classifier": 35},
