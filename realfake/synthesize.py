@@ -10,6 +10,7 @@ depend on batch or shard composition; the tar is byte-deterministic (fixed membe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import queue
@@ -499,8 +500,11 @@ def main(argv: list[str] | None = None) -> None:
         model, plan, settings, args.batch_size, args.jpeg_quality, args.host_threads, args.prefetch_batches
     )
     records = plan.to_dict("records")  # plan order = index order of the shard's source rows
-    samples = zip(records, jpegs, strict=True)
-    write_shard((make_sample(r, j, args.synth_pass, args.negative_prompt) for r, j in samples), args.out)
+    # closed on any error of the writer (a full disk): its model and host threads stop and join
+    # here, not at interpreter exit, where a thread still inside torch aborts the process (SIGABRT)
+    with contextlib.closing(jpegs):
+        samples = zip(records, jpegs, strict=True)
+        write_shard((make_sample(r, j, args.synth_pass, args.negative_prompt) for r, j in samples), args.out)
     elapsed = time.perf_counter() - start
     print(f"synthesized {len(plan)} images in {elapsed:.1f} s ({len(plan) / elapsed:.2f} images/s)")
 
