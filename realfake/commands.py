@@ -97,6 +97,8 @@ def finetune_argv(
         argv += ["--" + key.replace("_", "-"), str(setting[key])]
     if setting.get("micro_batch"):
         argv += ["--micro-batch", str(setting["micro_batch"])]
+    if setting.get("latent_cache"):
+        argv.append("--latent-cache")
     if setting.get("max_steps"):
         argv += ["--max-steps", str(setting["max_steps"])]
     else:

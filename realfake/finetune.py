@@ -22,6 +22,12 @@ with code 75, EX_TEMPFAIL, so a SLURM/snakemake retry resumes), the LoRA weights
 data order and random-number states are written to ``--state-dir/state.pt`` (by process 0), so a
 resumed run ends with the same weights as an uninterrupted one.
 
+With ``--latent-cache`` (off by default: the paper encodes a random crop on the fly every epoch) the
+VAE posterior (mean, std) of every train image's centre crop is encoded once into
+``--state-dir/latents.safetensors`` (reused on resume, rebuilt when the VAE, resolution or train
+images change) and each step samples its latents from it, flipping mean and std where the pixels
+would have been flipped; the generator stream is the one of on-the-fly encoding (docs/fidelity.md).
+
 The output is a diffusers LoRA file, loaded for sampling with ``pipe.load_lora_weights(out)`` (the
 file path itself) or, equivalently, ``pipe.load_lora_weights(out.parent, weight_name=out.name)``.
 """
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import sys
@@ -62,6 +69,7 @@ log = logging.getLogger("realfake.finetune")
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 STATE_FILE = "state.pt"
+CACHE_FILE = "latents.safetensors"
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,7 @@ class FinetuneConfig:
     guidance_source: str = "class_mean"
     crop: str = "random"
     micro_batch: int | None = None  # None: the global batch split evenly over the processes
+    latent_cache: bool = False  # train from cached centre-crop VAE posteriors (LatentCache)
 
     @property
     def mmd(self) -> MMDSettings:
@@ -103,11 +112,24 @@ class SDModels:
 
 @dataclass
 class Batch:
-    """Pixels ``[B,3,R,R]`` in [-1, 1], their prompts and visual guidance ``[B,D]`` (or None)."""
+    """Pixels ``[B,3,R,R]`` in [-1, 1] (None when training from the latent cache), their prompts,
+    visual guidance ``[B,D]`` (or None) and, from the cache, the VAE posterior's (mean, std)."""
 
-    pixels: torch.Tensor
+    pixels: torch.Tensor | None
     prompts: list[str]
     guidance: torch.Tensor | None
+    posterior: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+@dataclass
+class LatentCache:
+    """VAE posterior mean and std ``[N,C,R/8,R/8]`` of the train table's centre crops, in table order."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def rows(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mean[positions], self.std[positions]
 
 
 def build_lora_unet(unet: torch.nn.Module, rank: int) -> list[torch.nn.Parameter]:
@@ -193,16 +215,107 @@ def make_batch(
     cfg: FinetuneConfig,
     means: torch.Tensor | ImageEmbeddings | None,
     generator: torch.Generator,
+    posterior: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Batch:
     """Load ``rows`` as a training batch (``cfg.crop``); each image is flipped horizontally with
-    probability 1/2.
+    probability 1/2. With ``posterior`` (the rows' cached VAE mean and std) no image is read and the
+    flip applies to the latents' mean and std, drawn from ``generator`` as for pixels.
     ``means``: the guidance source, class means or per-image embeddings (realfake.conditioning)."""
-    pixels = torch.stack([load_image(p, cfg.resolution, cfg.crop, generator) for p in rows["path"]])
-    flip = torch.rand(len(rows), generator=generator) < 0.5
-    pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+    pixels = None
+    if posterior is None:
+        pixels = torch.stack([load_image(p, cfg.resolution, cfg.crop, generator) for p in rows["path"]])
+    flip = torch.rand(len(rows), generator=generator)[:, None, None, None] < 0.5
+    if posterior is None:
+        pixels = torch.where(flip, pixels.flip(-1), pixels)
+    else:
+        posterior = tuple(torch.where(flip, t.flip(-1), t) for t in posterior)
     captions = rows["caption"] if cfg.caption else [""] * len(rows)
     prompts = [format_prompt(cfg.prompt, n, c) for n, c in zip(rows["class_name"], captions, strict=True)]
-    return Batch(pixels, prompts, select_guidance(means, rows["label"].tolist(), rows["image_id"].tolist()))
+    guidance = select_guidance(means, rows["label"].tolist(), rows["image_id"].tolist())
+    return Batch(pixels, prompts, guidance, posterior)
+
+
+def cache_identity(vae: torch.nn.Module, table: pd.DataFrame, resolution: int) -> dict[str, str]:
+    """What a latent cache was made from (its safetensors metadata): a hash of the VAE's weights,
+    the resolution, and a hash of the train images (ids and paths, in table order)."""
+    weights = hashlib.sha256()
+    for name, tensor in sorted(vae.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    images = json.dumps([table["image_id"].tolist(), table["path"].tolist()]).encode()
+    return {
+        "vae": weights.hexdigest(),
+        "resolution": str(resolution),
+        "images": hashlib.sha256(images).hexdigest(),
+    }
+
+
+def encode_posteriors(
+    vae: torch.nn.Module, table: pd.DataFrame, resolution: int, batch_size: int
+) -> LatentCache:
+    """The VAE posterior (mean, std) of each train image's centre crop, ``batch_size`` images at once."""
+    means, stds = [], []
+    with torch.no_grad():
+        for start in range(0, len(table), batch_size):
+            paths = table["path"].iloc[start : start + batch_size]
+            pixels = torch.stack([load_image(p, resolution, "center") for p in paths])
+            dist = vae.encode(pixels.to(vae.device)).latent_dist
+            means.append(dist.mean.cpu())
+            stds.append(dist.std.cpu())
+    return LatentCache(torch.cat(means), torch.cat(stds))
+
+
+def latent_cache(
+    models: SDModels,
+    table: pd.DataFrame,
+    cfg: FinetuneConfig,
+    state_dir: Path,
+    world: distributed.World = distributed.SINGLE,
+) -> LatentCache:
+    """The cache of ``state_dir``: reused when its metadata matches :func:`cache_identity`, else
+    encoded (by process 0, atomically; the others wait) and written."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = state_dir / CACHE_FILE
+    identity = cache_identity(models.vae, table, cfg.resolution)
+    if world.is_main:
+        made_from = None
+        if path.exists():
+            with safe_open(path, "pt") as fh:
+                made_from = fh.metadata()
+        if made_from == identity:
+            log.info("latent cache %s reused", path)
+        else:
+            log.info("encoding the latent cache of %d images into %s", len(table), path)
+            cache = encode_posteriors(
+                models.vae,
+                table,
+                cfg.resolution,
+                accumulation(cfg.batch_size, cfg.micro_batch, world.size)[0],
+            )
+            with atomic_path(path) as tmp:
+                save_file({"mean": cache.mean, "std": cache.std}, tmp, metadata=identity)
+    distributed.barrier(world)
+    tensors = load_file(path)
+    return LatentCache(tensors["mean"], tensors["std"])
+
+
+def batch_latents(vae: torch.nn.Module, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+    """Scaled latents of ``batch``: a sample of its pixels' VAE posterior, or of its cached
+    posterior, with the same draw from ``generator`` either way (diffusers' ``latent_dist.sample``)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    with torch.no_grad():
+        if batch.posterior is None:
+            dist = vae.encode(batch.pixels.to(vae.device)).latent_dist
+            mean, std = dist.mean, dist.std
+        else:
+            mean, std = (t.to(vae.device) for t in batch.posterior)
+        sample = mean + std * randn_tensor(
+            mean.shape, generator=generator, device=mean.device, dtype=mean.dtype
+        )
+        return sample * vae.config.scaling_factor
 
 
 def training_step(
@@ -210,9 +323,8 @@ def training_step(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward pass of one step: the loss (with grad through the LoRA weights) and its parts."""
     device = models.unet.device
+    latents = batch_latents(models.vae, batch, generator)
     with torch.no_grad():
-        dist = models.vae.encode(batch.pixels.to(device)).latent_dist
-        latents = dist.sample(generator=generator) * models.vae.config.scaling_factor
         guidance = None if batch.guidance is None else batch.guidance.to(device)
         cond = encode_condition(models.tokenizer, models.text_encoder, batch.prompts, guidance)
     noise = torch.randn(latents.shape, generator=generator).to(device)
@@ -310,17 +422,22 @@ def save_state(trainer: Trainer, cfg: FinetuneConfig, state_dir: Path) -> None:
     distributed.barrier(trainer.world)
 
 
-def optimizer_step(trainer: Trainer, table: pd.DataFrame, means, cfg: FinetuneConfig) -> dict[str, float]:
+def optimizer_step(
+    trainer: Trainer, table: pd.DataFrame, means, cfg: FinetuneConfig, cache: LatentCache | None = None
+) -> dict[str, float]:
     """One optimizer step on the next global batch: this process's micro-batches, their gradients
     accumulated (each loss / micro-batches per step), averaged over the processes, clipped to norm
-    1.0 (as the official script), AdamW. Returns the loss parts averaged over all micro-batches."""
+    1.0 (as the official script), AdamW. Returns the loss parts averaged over all micro-batches.
+    With ``cache`` the latents come from the cached posteriors of the table's rows."""
     world = trainer.world
     micro, per_rank = accumulation(cfg.batch_size, cfg.micro_batch, world.size)
-    rows = table.iloc[trainer.sampler.next_indices()]
+    indices = trainer.sampler.next_indices()
     totals: dict[str, float] = {}
     for j in range(world.rank * per_rank, (world.rank + 1) * per_rank):
         generator = micro_generator(cfg.seed, trainer.step, j)
-        batch = make_batch(rows.iloc[j * micro : (j + 1) * micro], cfg, means, generator)
+        part = indices[j * micro : (j + 1) * micro]
+        posterior = None if cache is None else cache.rows(part)
+        batch = make_batch(table.iloc[part], cfg, means, generator, posterior)
         loss, parts = training_step(trainer.models, batch, cfg, generator)
         (loss / per_rank).backward()
         for key, value in parts.items():
@@ -373,8 +490,10 @@ def train(
     state_dir: Path,
     checkpoint_every: int,
     stop: StopFlag,
+    cache: LatentCache | None = None,
 ) -> dict[str, float]:
-    """Run until ``steps`` (or a stop signal); checkpoint periodically and on stop. Last loss parts."""
+    """Run until ``steps`` (or a stop signal); checkpoint periodically and on stop. Last loss parts.
+    ``cache``: train from cached VAE posteriors (:func:`latent_cache`)."""
     from tqdm import tqdm
 
     parts: dict[str, float] = {}
@@ -385,7 +504,7 @@ def train(
     try:
         with log:
             while trainer.step < steps and not distributed.any_rank(stop.raised, trainer.world):
-                parts = optimizer_step(trainer, table, means, cfg)
+                parts = optimizer_step(trainer, table, means, cfg, cache)
                 trainer.step += 1
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in parts.items()})
@@ -467,6 +586,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="embedding shards, for --guidance-source image")  # fmt: skip
     p.add_argument("--crop", choices=CROPS, default=FinetuneConfig.crop,
                    help="crop after the shorter-side resize: random (official code) or center")  # fmt: skip
+    p.add_argument("--latent-cache", action="store_true",
+                   help="VAE posteriors of centre crops encoded once (needs --crop center)")  # fmt: skip
     p.add_argument("--no-visual-guidance", action="store_true", help="ablation: no class-mean token")
     p.add_argument("--no-caption", action="store_true", help="ablation: empty caption in the prompt")
     p.add_argument("--seed", type=int, default=0)
@@ -480,6 +601,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--class-means is required unless --no-visual-guidance or --guidance-source image")
     if per_image and not args.image_embeddings and not args.no_visual_guidance:
         p.error("--guidance-source image needs --image-embeddings")
+    if args.latent_cache and args.crop != "center":
+        p.error("--latent-cache encodes centre crops once: it needs --crop center")
     steps_or_epochs = args.max_steps if args.max_steps is not None else args.epochs
     if min(args.checkpoint_every, steps_or_epochs, args.batch_size, args.micro_batch or 1) < 1:
         p.error("--checkpoint-every, --max-steps, --epochs, --batch-size and --micro-batch must be positive")
@@ -499,7 +622,7 @@ def main(argv: list[str] | None = None) -> None:
         args.rank, args.lr, args.batch_size, args.resolution, args.snr_gamma, args.mmd_weight,
         args.prompt, not args.no_visual_guidance, not args.no_caption, args.seed,
         args.mmd_kind, tuple(args.mmd_bandwidths), args.mmd_bandwidth_base, args.guidance_source, args.crop,
-        args.micro_batch,
+        args.micro_batch, args.latent_cache,
     )  # fmt: skip
     accumulation(cfg.batch_size, cfg.micro_batch, world.size)  # a bad split fails before any model loads
     captions = None if args.no_caption else pd.read_parquet(args.captions)
@@ -512,9 +635,10 @@ def main(argv: list[str] | None = None) -> None:
     trainer = make_trainer(models, len(table), cfg, world)
     args.state_dir.mkdir(parents=True, exist_ok=True)
     resume(trainer, cfg, args.state_dir, state)
+    cache = latent_cache(models, table, cfg, args.state_dir, world) if cfg.latent_cache else None
     start_step, start_time = trainer.step, time.time()
     with StopFlag() as stop:
-        parts = train(trainer, table, means, cfg, steps, args.state_dir, args.checkpoint_every, stop)
+        parts = train(trainer, table, means, cfg, steps, args.state_dir, args.checkpoint_every, stop, cache)
     if trainer.step < steps:
         log.info("stop signal: saved step %d, exit %d to resume", trainer.step, EXIT_RESUMABLE)
         distributed.stop(world)

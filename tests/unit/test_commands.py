@@ -28,7 +28,7 @@ FINETUNE = {
     "rank": 4, "lr": 1e-4, "batch_size": 8, "epochs": 100, "max_steps": None, "resolution": 512,
     "snr_gamma": 5.0, "mmd_weight": 0.05, "prompt": "photo of {class_name}, {caption}", "seed": 42,
     "checkpoint_every": 500, "mmd_bandwidths": [0.25, 4.0], "mmd_bandwidth_base": "median",
-    "crop": "center",
+    "crop": "center", "latent_cache": True,
 }  # fmt: skip
 
 
@@ -108,6 +108,7 @@ def test_finetune_flags_round_trip(lora, expect):
         k: FINETUNE[k] for k in FINETUNE_SETTING_FLAGS
     }
     assert (args.model, args.seed, args.epochs, args.max_steps) == ("sd", 45, 100, None)
+    assert args.latent_cache is True
     assert (str(args.captions), args.no_caption) == ("c.parquet", False)
     defaults = {"no_visual_guidance": False, "guidance_source": "class_mean", "mmd_kind": "mean"}
     for key, value in {**defaults, **expect}.items():
@@ -133,12 +134,13 @@ def test_kernel_mmd_fixed_bandwidth_base():
 def test_finetune_step_budget_wins_over_epochs_and_captions_are_optional():
     from realfake.finetune import parse_args
 
-    setting = {**FINETUNE, "max_steps": 30, "epochs": None}
+    setting = {**FINETUNE, "max_steps": 30, "epochs": None, "latent_cache": False}
     argv = finetune_argv(setting, parse_lora_name("vg-mmd"), model="sd", seed=0)
     args = parse_args(
         ["--index", "i", "--class-means", "m", "--state-dir", "s", "--out", "o", *through_shell(argv)]
     )
     assert (args.max_steps, args.epochs, args.no_caption, args.captions) == (30, None, True, None)
+    assert args.latent_cache is False  # the paper's on-the-fly encoding
 
 
 DATASET = {

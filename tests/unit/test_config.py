@@ -44,6 +44,14 @@ def test_missing_required_key(config):
         validate(config, CONFIG_FILE)
 
 
+def test_latent_cache_needs_the_centre_crop(config):
+    config["finetune"]["tiny"]["latent_cache"] = True  # with the tiny setting's crop: random
+    with pytest.raises(ConfigError, match=r"finetune.tiny.crop: 'center' was expected"):
+        validate(config, CONFIG_FILE)
+    config["finetune"]["tiny"]["crop"] = "center"
+    validate(config, CONFIG_FILE)
+
+
 def test_dangling_reference_lists_known_names(config):
     broken = copy.deepcopy(config)
     broken["datasets"]["tiny"]["recipe"] = "imagenet"

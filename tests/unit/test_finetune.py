@@ -280,3 +280,69 @@ def test_two_processes_make_the_updates_of_one(tiny_zoo, tiny_inputs, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a)
     assert any(not torch.equal(a[k], torch.zeros_like(a[k])) for k in a)
     assert [p.name for p in (tmp_path / "two_state").iterdir() if p.suffix == ".pt"] == [ft.STATE_FILE]
+
+
+def test_latent_cache_gives_the_latents_and_loss_of_on_the_fly_encoding(tiny_zoo, tiny_inputs, tmp_path):
+    """Centre crop, no flip: latents sampled from the cached posterior with a generator seeded as
+    on-the-fly encoding's are the same, and so is the step's loss."""
+    cfg = replace(CFG, crop="center", latent_cache=True)
+    models = ft.load_models(str(tiny_zoo / "sd"), cfg.rank, "cpu", cfg.seed)
+    table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
+    cache = ft.latent_cache(models, table, cfg, tmp_path)
+    positions = [5, 0, 3]
+    rows = table.iloc[positions]
+    pixels = torch.stack([ft.load_image(p, cfg.resolution, "center") for p in rows["path"]])
+    guidance = tiny_inputs["means"][rows["label"].tolist()]
+    prompts = ["photo of c"] * len(rows)
+    fly = ft.Batch(pixels, prompts, guidance)
+    cached = ft.Batch(None, prompts, guidance, cache.rows(positions))
+    assert cache.mean.shape == (len(table), 4, 8, 8) and (cache.std > 0).all()
+    latents = [ft.batch_latents(models.vae, b, torch.Generator().manual_seed(3)) for b in (fly, cached)]
+    assert torch.allclose(latents[0], latents[1], atol=1e-5)
+    loss = [ft.training_step(models, b, cfg, torch.Generator().manual_seed(3))[0] for b in (fly, cached)]
+    assert torch.allclose(loss[0], loss[1], atol=1e-5)
+
+
+def test_latent_cache_flip_is_drawn_as_for_pixels(tiny_inputs):
+    """make_batch from the cache reads no image and flips the posterior where pixels would flip."""
+    table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
+    mean = torch.arange(8 * 4 * 2 * 2, dtype=torch.float32).reshape(8, 4, 2, 2)
+    cache = ft.LatentCache(mean, mean + 100)
+    cfg = replace(CFG, crop="center", latent_cache=True)
+    positions = list(range(8))
+    batch = ft.make_batch(
+        table.iloc[positions], cfg, None, torch.Generator().manual_seed(0), cache.rows(positions)
+    )
+    flip = torch.rand(8, generator=torch.Generator().manual_seed(0)) < 0.5
+    assert batch.pixels is None and flip.any() and not flip.all()
+    assert torch.equal(batch.posterior[0][flip], mean[flip].flip(-1))
+    assert torch.equal(batch.posterior[0][~flip], mean[~flip])
+    assert torch.equal(batch.posterior[1] - 100, batch.posterior[0])
+
+
+def test_latent_cache_is_reused_and_rebuilt_when_the_resolution_changes(
+    tiny_zoo, tiny_inputs, tmp_path, monkeypatch
+):
+    cfg = replace(CFG, crop="center", latent_cache=True)
+    models = ft.load_models(str(tiny_zoo / "sd"), cfg.rank, "cpu", cfg.seed)
+    table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
+    first = ft.latent_cache(models, table, cfg, tmp_path)
+    encode = ft.encode_posteriors
+    with monkeypatch.context() as patch:
+        patch.setattr(ft, "encode_posteriors", lambda *a: pytest.fail("a matching cache was re-encoded"))
+        again = ft.latent_cache(models, table, cfg, tmp_path)  # what a resumed run does
+    assert torch.equal(first.mean, again.mean) and torch.equal(first.std, again.std)
+    calls = []
+    monkeypatch.setattr(ft, "encode_posteriors", lambda *a: calls.append(a) or encode(*a))
+    smaller = ft.latent_cache(models, table, replace(cfg, resolution=16), tmp_path)
+    assert len(calls) == 1 and smaller.mean.shape == (len(table), 4, 4, 4)
+    with safe_open(tmp_path / ft.CACHE_FILE, "pt") as fh:
+        assert fh.metadata()["resolution"] == "16"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ft.CACHE_FILE]  # atomic: no leftovers
+
+
+def test_latent_cache_needs_centre_crop(tiny_inputs, tiny_zoo, tmp_path):
+    argv = finetune_argv(tiny_inputs, tiny_zoo, tmp_path / "l.safetensors", tmp_path / "s")
+    assert ft.parse_args([*argv, "--latent-cache", "--crop", "center"]).latent_cache
+    with pytest.raises(SystemExit):
+        ft.parse_args([*argv, "--latent-cache"])
