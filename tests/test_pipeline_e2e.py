@@ -238,8 +238,9 @@ def headless_chromium():
 
 def report_views(driver, url: str) -> tuple[dict[str, dict], list[dict]]:
     """Open every result of a Snakemake HTML report as a reader would (category, then its eye
-    button): ``{path: {"category", "text", "tables"}}`` for HTML results, ``{"width"}`` (pixels of
-    the loaded image) for figures; and the browser console's entries."""
+    button): ``{path: {"category", "text" (visible), "content" (all), "tables"}}`` for HTML
+    results, ``{"width"}`` (pixels of the loaded image) for figures; and the browser console's
+    entries."""
     from selenium.webdriver.common.by import By
 
     driver.get(url)
@@ -257,6 +258,8 @@ def report_views(driver, url: str) -> tuple[dict[str, dict], list[dict]]:
             if frames := driver.find_elements(By.TAG_NAME, "iframe"):
                 driver.switch_to.frame(frames[0])
                 view["text"] = driver.find_element(By.TAG_NAME, "body").text
+                # all of it, folded <details> included (the provenance tree shows its top levels)
+                view["content"] = driver.execute_script("return document.body.textContent")
                 view["tables"] = len(driver.find_elements(By.TAG_NAME, "table"))
                 driver.switch_to.default_content()
             widths = driver.execute_script(
@@ -289,7 +292,7 @@ def test_report_renders_tables_figures_and_provenance_in_chromium(tiny_run, fini
     summary = views["results/tables/tiny.provenance.html"]
     assert summary["category"] == "Provenance"
     assert "results/tiny_real/metrics.json" in summary["text"] and "evaluate_classifier" in summary["text"]
-    assert "results/tiny/index.parquet" in summary["text"]  # the lineage reaches the dataset index
+    assert "results/tiny/index.parquet" in summary["content"]  # the lineage reaches the dataset index
     figures = {path: view for path, view in views.items() if path.endswith((".png", ".svg", ".jpg"))}
     assert figures, "rule tiny registers no figure in the report"
     assert all(view.get("width", 0) > 0 for view in figures.values()), figures
