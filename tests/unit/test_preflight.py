@@ -104,6 +104,8 @@ def test_rule_models_are_what_the_rules_pass():
         r"\bsscd_model\b": "sscd",
         r"\b(?:lira_)?(?:finetune|synthesis)_args\b": "sd",
         r"\bpretrained_flag\b": "classifier",
+        r"\b(?:lira_)?train_args\b": "classifier",  # realfake.commands.train_argv: --arch, --pretrained
+        r"\bcaption_args\b": "blip2",  # realfake.commands.caption_argv: --model
     }
     found: dict[str, set[str]] = {}
     for smk in sorted((REPO / "rules").glob("*.smk")):
