@@ -393,7 +393,7 @@ def legacy_stage_rules(rules_dir: Path = RULES_DIR) -> dict[str, list[tuple[str,
 
 def rule_of(record: dict[str, Any]) -> str:
     """The rule that wrote a provenance record, as the rule itself recorded it (``rule``, from the
-    ``REALFAKE_RULE={rule}`` every rule's shell sets); for a record without one (written before
+    ``REALFAKE_RULE={params.rule}`` every rule's shell sets); for a record without one (written before
     rules named themselves, or by a stage run by hand) :func:`legacy_rule_of`."""
     return record.get("rule") or legacy_rule_of(record)
 

@@ -337,7 +337,7 @@ def build_record(
     return {
         "format": FORMAT,
         "stage": " ".join([module, *subcommands]),
-        # the Snakemake rule that ran the job: every rule's shell sets REALFAKE_RULE={rule};
+        # the Snakemake rule that ran the job: every rule's shell sets REALFAKE_RULE={params.rule};
         # None for a stage run by hand
         "rule": os.environ.get(RULE_VAR) or None,
         "command": [Path(sys.executable).name, "-m", f"realfake.{module}", *argv],

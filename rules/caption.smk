@@ -16,11 +16,12 @@ rule caption_shard:
         mem_mb=mem_estimate("caption"),
         runtime=runtime_estimate("caption"),
     params:
+        rule="caption_shard",
         code=code_hash("caption"),
         # BLIP-2 model, shard size, batch and caption length: realfake.commands.caption_argv
         args=caption_args,
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.caption run --index {input.index} --shard {wildcards.shard} {params.args}"
+        "REALFAKE_RULE={params.rule} python -m realfake.caption run --index {input.index} --shard {wildcards.shard} {params.args}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -35,7 +36,8 @@ rule merge_captions:
     conda:
         CONDA_ENV
     params:
+        rule="merge_captions",
         code=code_hash("caption"),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.caption merge --index {input.index} --inputs {input.shards}"
+        "REALFAKE_RULE={params.rule} python -m realfake.caption merge --index {input.index} --inputs {input.shards}"
         " --out {output} > {log} 2>&1"

@@ -16,12 +16,13 @@ rule embed_shard:
         mem_mb=mem_estimate("embed"),
         runtime=runtime_estimate("embed"),
     params:
+        rule="embed_shard",
         code=code_hash("embed"),
         model=model_ref("clip"),
         shard_size=dataset_value("shard_size"),
         batch_size=inference_value("embed_batch_size"),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.embed run --index {input.index} --model {params.model:q}"
+        "REALFAKE_RULE={params.rule} python -m realfake.embed run --index {input.index} --model {params.model:q}"
         " --shard {wildcards.shard} --shard-size {params.shard_size} --batch-size {params.batch_size}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
@@ -36,8 +37,9 @@ rule class_means:
     conda:
         CONDA_ENV
     params:
+        rule="class_means",
         code=code_hash("embed"),
         num_classes=dataset_value("num_classes"),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.embed means --inputs {input} --num-classes {params.num_classes}"
+        "REALFAKE_RULE={params.rule} python -m realfake.embed means --inputs {input} --num-classes {params.num_classes}"
         " --out {output} > {log} 2>&1"

@@ -16,8 +16,9 @@ rule evaluate_classifier:
         mem_mb=mem_estimate("evaluate"),
         runtime=runtime_estimate("evaluate"),
     params:
+        rule="evaluate_classifier",
         code=code_hash("evaluate"),
         batch_size=recipe_eval_batch,
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.evaluate --index {input.index} --checkpoint {input.checkpoint}"
+        "REALFAKE_RULE={params.rule} python -m realfake.evaluate --index {input.index} --checkpoint {input.checkpoint}"
         " --batch-size {params.batch_size} --workers {threads} --out {output} > {log} 2>&1"

@@ -16,11 +16,12 @@ rule embed_synthetic_shard:
         mem_mb=mem_estimate("embed"),
         runtime=runtime_estimate("embed"),
     params:
+        rule="embed_synthetic_shard",
         code=code_hash("figures"),
         model=model_ref("clip"),
         batch_size=inference_value("embed_batch_size"),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.figures embed --shard {input.shard} --model {params.model:q}"
+        "REALFAKE_RULE={params.rule} python -m realfake.figures embed --shard {input.shard} --model {params.model:q}"
         " --batch-size {params.batch_size} --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -38,10 +39,11 @@ rule figure_pca:
     conda:
         CONDA_ENV
     params:
+        rule="figure_pca",
         code=code_hash("figures"),
         baseline=fig1_baseline,
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.figures pca --real {input.real} --ours {input.ours}"
+        "REALFAKE_RULE={params.rule} python -m realfake.figures pca --real {input.real} --ours {input.ours}"
         " --baseline {input.baseline} --baseline-label 'vanilla SD ({params.baseline})'"
         " --title 'CLIP features, {wildcards.dataset}' --png {output.png} --svg {output.svg}"
         " --out {output.summary} > {log} 2>&1"
@@ -60,10 +62,11 @@ rule figure_scaling:
     conda:
         CONDA_ENV
     params:
+        rule="figure_scaling",
         code=code_hash("figures"),
         scales=fig2_scales,
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.figures scaling --metrics {input.metrics} --scales {params.scales}"
+        "REALFAKE_RULE={params.rule} python -m realfake.figures scaling --metrics {input.metrics} --scales {params.scales}"
         " --real {input.real} --title 'Scaling up synthetic data, {wildcards.dataset}'"
         " --png {output.png} --svg {output.svg} --out {output.summary} > {log} 2>&1"
 
@@ -91,6 +94,7 @@ rule figure_samples:
     conda:
         CONDA_ENV
     params:
+        rule="figure_samples",
         code=code_hash("figures"),
         shards=fixed_signature(lambda wildcards: samples_of(wildcards)["shards"]),
         shard_size=dataset_value("shard_size"),
@@ -102,7 +106,7 @@ rule figure_samples:
         max_classes=SAMPLES["max_classes"],
         cell_size=SAMPLES["cell_size"],
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.figures samples --index {input.index} --shards {params.shards}"
+        "REALFAKE_RULE={params.rule} python -m realfake.figures samples --index {input.index} --shards {params.shards}"
         " --shard-size {params.shard_size} --ours {input.ours} --baseline {input.baseline}"
         " --ours-label {params.ours_label:q} --baseline-label 'vanilla SD ({params.baseline})'"
         " --per-class {params.per_class} --max-classes {params.max_classes}"
@@ -118,6 +122,8 @@ use rule figure_samples as figure_samples_variant with:
         summary="results/figures/samples_{dataset}_{variant}.json",
     log:
         "results/logs/figure_samples/{dataset}_{variant}.log",
+    params:
+        rule="figure_samples_variant",
 
 
 # Training curves (realfake.figures curves) from the log a run writes as it goes in its state
@@ -138,10 +144,11 @@ rule figure_lora_curves:
     conda:
         CONDA_ENV
     params:
+        rule="figure_lora_curves",
         code=code_hash("figures"),
         log="results/{dataset}/lora/{lora}/state/train_log.jsonl",
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.figures curves --kind lora --log {params.log} --artifact {input.lora}"
+        "REALFAKE_RULE={params.rule} python -m realfake.figures curves --kind lora --log {params.log} --artifact {input.lora}"
         " --title 'LoRA {wildcards.lora}, {wildcards.dataset}' --png {output.png}"
         " --out {output.summary} > {log} 2>&1"
 
@@ -161,10 +168,11 @@ rule figure_classifier_curves:
     conda:
         CONDA_ENV
     params:
+        rule="figure_classifier_curves",
         code=code_hash("figures"),
         log="results/{experiment}/train_state/train_log.jsonl",
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.figures curves --kind classifier --log {params.log}"
+        "REALFAKE_RULE={params.rule} python -m realfake.figures curves --kind classifier --log {params.log}"
         " --artifact {input.classifier} --title 'classifier {wildcards.experiment}'"
         " --png {output.png} --out {output.summary} > {log} 2>&1"
 

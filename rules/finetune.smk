@@ -19,6 +19,7 @@ rule finetune_lora:
         mem_mb=mem_estimate("finetune"),
         runtime=runtime_estimate("finetune"),
     params:
+        rule="finetune_lora",
         code=code_hash("finetune"),
         # model, the dataset's finetune: setting (budget, MMD weight and kind...), guidance switches
         # of the LoRA name, captions, embedding shards: realfake.commands.finetune_argv
@@ -27,5 +28,5 @@ rule finetune_lora:
         launcher=train_launcher,
         state_dir="results/{dataset}/lora/{lora}/state",
     shell:
-        "REALFAKE_RULE={rule} {params.launcher} -m realfake.finetune --index {input.index} --class-means {input.class_means}"
+        "REALFAKE_RULE={params.rule} {params.launcher} -m realfake.finetune --index {input.index} --class-means {input.class_means}"
         " {params.args} --state-dir {params.state_dir} --threads {threads} --out {output} > {log} 2>&1"

@@ -10,8 +10,9 @@ rule index_dataset:
     conda:
         CONDA_ENV
     params:
+        rule="index_dataset",
         code=code_hash("index"),
         # root, layout and its options, declared sizes: realfake.commands.index_argv
         args=index_args,
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.index {params.args} --out {output} > {log} 2>&1"
+        "REALFAKE_RULE={params.rule} python -m realfake.index {params.args} --out {output} > {log} 2>&1"

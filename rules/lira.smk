@@ -26,12 +26,13 @@ rule lira_keep_masks:
     conda:
         CONDA_ENV
     params:
+        rule="lira_keep_masks",
         code=code_hash("lira"),
         num_models=lira_value("num_models"),
         num_examples=dataset_value("train_size"),
         seed=lira_value("keep_seed"),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.lira keep --num-models {params.num_models}"
+        "REALFAKE_RULE={params.rule} python -m realfake.lira keep --num-models {params.num_models}"
         " --num-examples {params.num_examples} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
@@ -46,10 +47,11 @@ rule lira_member_index:
     conda:
         CONDA_ENV
     params:
+        rule="lira_member_index",
         code=code_hash("lira"),
         model=lira_model,
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.lira members --index {input.index} --keep {input.keep}"
+        "REALFAKE_RULE={params.rule} python -m realfake.lira members --index {input.index} --keep {input.keep}"
         " --model {params.model} --out {output} > {log} 2>&1"
 
 
@@ -65,10 +67,11 @@ rule lira_class_means:
     conda:
         CONDA_ENV
     params:
+        rule="lira_class_means",
         code=code_hash("embed"),
         num_classes=dataset_value("num_classes"),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.embed means --inputs {input.shards} --index {input.index}"
+        "REALFAKE_RULE={params.rule} python -m realfake.embed means --inputs {input.shards} --index {input.index}"
         " --num-classes {params.num_classes} --out {output} > {log} 2>&1"
 
 
@@ -93,12 +96,13 @@ rule lira_finetune_lora:
         mem_mb=mem_estimate("finetune"),
         runtime=lira_runtime("finetune"),
     params:
+        rule="lira_finetune_lora",
         code=code_hash("finetune"),
         # as rule finetune_lora, with the LiRA overrides and the shadow's seed
         args=lira_finetune_args,
         state_dir="results/{dataset}/lira/synthetic/model-{model}/lora_state",
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.finetune --index {input.index} --class-means {input.class_means}"
+        "REALFAKE_RULE={params.rule} python -m realfake.finetune --index {input.index} --class-means {input.class_means}"
         " {params.args} --state-dir {params.state_dir} --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -124,11 +128,12 @@ rule lira_synthesize_shard:
         mem_mb=mem_estimate("synthesize"),
         runtime=lira_runtime("synthesize"),
     params:
+        rule="lira_synthesize_shard",
         code=code_hash("synthesize"),
         # as rule synthesize_shard, with the LiRA overrides and the shadow's seed
         args=lira_synthesis_args,
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.synthesize --index {input.index} --class-means {input.class_means}"
+        "REALFAKE_RULE={params.rule} python -m realfake.synthesize --index {input.index} --class-means {input.class_means}"
         " --pass 0 --shard {wildcards.shard} {params.args}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
@@ -151,12 +156,13 @@ rule lira_train_classifier:
         mem_mb=mem_estimate("train"),
         runtime=lira_runtime("train"),
     params:
+        rule="lira_train_classifier",
         code=code_hash("train"),
         # as rule train_classifier, with the LiRA-overridden recipe and seed {model}
         args=lira_train_args,
         state_dir="results/{dataset}/lira/{pipeline}/model-{model}/train_state",
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.train --shards {input.shards} --index {input.index} {params.args}"
+        "REALFAKE_RULE={params.rule} python -m realfake.train --shards {input.shards} --index {input.index} {params.args}"
         " --workers {threads} --state-dir {params.state_dir} --out {output} > {log} 2>&1"
 
 
@@ -178,10 +184,11 @@ rule lira_logits:
         mem_mb=mem_estimate("evaluate"),
         runtime=lira_runtime("evaluate"),
     params:
+        rule="lira_logits",
         code=code_hash("lira"),
         batch_size=lira_eval_batch,
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.lira logits --index {input.index} --checkpoint {input.checkpoint}"
+        "REALFAKE_RULE={params.rule} python -m realfake.lira logits --index {input.index} --checkpoint {input.checkpoint}"
         " --batch-size {params.batch_size} --workers {threads} --out {output} > {log} 2>&1"
 
 
@@ -196,11 +203,12 @@ rule lira_attack:
     conda:
         CONDA_ENV
     params:
+        rule="lira_attack",
         code=code_hash("lira"),
         fprs=lira_fprs,
         roc_points=lira_value("roc_points"),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.lira attack --keep {input.keep} --logits {input.logits}"
+        "REALFAKE_RULE={params.rule} python -m realfake.lira attack --keep {input.keep} --logits {input.logits}"
         " --pipeline {wildcards.pipeline} --fprs {params.fprs} --roc-points {params.roc_points}"
         " --out {output} > {log} 2>&1"
 
@@ -220,7 +228,8 @@ rule lira_figure:
     conda:
         CONDA_ENV
     params:
+        rule="lira_figure",
         code=code_hash("lira"),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.lira figure --metrics {input} --out {output.png} {output.svg}"
+        "REALFAKE_RULE={params.rule} python -m realfake.lira figure --metrics {input} --out {output.png} {output.svg}"
         " > {log} 2>&1"

@@ -17,6 +17,7 @@ rule evaluate_ood:
         mem_mb=mem_estimate("evaluate"),
         runtime=ood_runtime,
     params:
+        rule="evaluate_ood",
         code=code_hash("ood"),
         names=ood_names,
         roots=ood_field("root", None),
@@ -25,7 +26,7 @@ rule evaluate_ood:
         num_images=ood_field("num_images", "any"),
         batch_size=recipe_eval_batch,
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.ood --index {input.index} --checkpoint {input.checkpoint}"
+        "REALFAKE_RULE={params.rule} python -m realfake.ood --index {input.index} --checkpoint {input.checkpoint}"
         " --names {params.names} --roots {params.roots:q} --layouts {params.layouts}"
         " --subsets {params.subsets} --num-images {params.num_images}"
         " --batch-size {params.batch_size} --workers {threads} --out {output} > {log} 2>&1"

@@ -13,6 +13,7 @@ rule summarize_provenance:
     conda:
         CONDA_ENV
     params:
+        rule="summarize_provenance",
         code=code_hash("report"),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.report --table {input.table} --out {output} > {log} 2>&1"
+        "REALFAKE_RULE={params.rule} python -m realfake.report --table {input.table} --out {output} > {log} 2>&1"

@@ -16,13 +16,14 @@ rule sscd_describe_real:
         mem_mb=mem_estimate("sscd"),
         runtime=sscd_runtime,
     params:
+        rule="sscd_describe_real",
         code=code_hash("sscd"),
         model=sscd_model,
         resize=sscd_value("resize"),
         square=sscd_square_flag,
         batch_size=sscd_value("batch_size"),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.sscd describe --index {input.index} --model {params.model:q}"
+        "REALFAKE_RULE={params.rule} python -m realfake.sscd describe --index {input.index} --model {params.model:q}"
         " --resize {params.resize} {params.square} --batch-size {params.batch_size}"
         " --workers {threads} --out {output} > {log} 2>&1"
 
@@ -52,6 +53,7 @@ rule sscd_match:
         mem_mb=mem_estimate("sscd"),
         runtime=sscd_runtime,
     params:
+        rule="sscd_match",
         code=code_hash("sscd"),
         model=sscd_model,
         resize=sscd_value("resize"),
@@ -62,7 +64,7 @@ rule sscd_match:
         chunk_size=sscd_value("chunk_size"),
         pairs=sscd_value("pairs"),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.sscd match --index {input.index} --model {params.model:q}"
+        "REALFAKE_RULE={params.rule} python -m realfake.sscd match --index {input.index} --model {params.model:q}"
         " --real-descriptors {input.real} --shards {input.shards}"
         " --resize {params.resize} {params.square} --batch-size {params.batch_size}"
         " --k {params.k} --threshold {params.threshold} --chunk-size {params.chunk_size}"

@@ -17,11 +17,12 @@ rule synthesize_shard:
         mem_mb=mem_estimate("synthesize"),
         runtime=runtime_estimate("synthesize"),
     params:
+        rule="synthesize_shard",
         code=code_hash("synthesize"),
         # model, prompt, captions, LoRA, the dataset's synthesis: setting and the variant's
         # switches as realfake.synthesize flags (one params function: planning cost is per function)
         args=synthesis_args,
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.synthesize --index {input.index} --class-means {input.class_means}"
+        "REALFAKE_RULE={params.rule} python -m realfake.synthesize --index {input.index} --class-means {input.class_means}"
         " --pass {wildcards.synth_pass} --shard {wildcards.shard} {params.args}"
         " --threads {threads} --out {output} > {log} 2>&1"

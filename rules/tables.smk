@@ -15,11 +15,12 @@ rule collect_table:
     conda:
         CONDA_ENV
     params:
+        rule="collect_table",
         code=code_hash("tables"),
         cells=table_cells_json,
         source=table_source,
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.tables collect --table {wildcards.table} --cells {params.cells:q}"
+        "REALFAKE_RULE={params.rule} python -m realfake.tables collect --table {wildcards.table} --cells {params.cells:q}"
         " --source {params.source} --metrics {input} --out {output.csv}"
         " --markdown {output.markdown} --html {output.html} > {log} 2>&1"
 
@@ -34,10 +35,11 @@ rule partial_table:
     conda:
         CONDA_ENV
     params:
+        rule="partial_table",
         code=code_hash("tables"),
         cells=table_cells_json,
         source=table_source,
         built=built_cell_files,
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.tables partial --table {wildcards.table} --cells {params.cells:q}"
+        "REALFAKE_RULE={params.rule} python -m realfake.tables partial --table {wildcards.table} --cells {params.cells:q}"
         " --source {params.source} --markdown {output} > {log} 2>&1"

@@ -16,11 +16,12 @@ rule train_classifier:
         mem_mb=mem_estimate("train"),
         runtime=runtime_estimate("train"),
     params:
+        rule="train_classifier",
         code=code_hash("train"),
         launcher=train_launcher,
         # classes, classifier, recipe, seed, --real: realfake.commands.train_argv
         args=train_args,
         state_dir="results/{experiment}/train_state",
     shell:
-        "REALFAKE_RULE={rule} {params.launcher} -m realfake.train --shards {input.shards} --index {input.index}"
+        "REALFAKE_RULE={params.rule} {params.launcher} -m realfake.train --shards {input.shards} --index {input.index}"
         " {params.args} --workers {threads} --state-dir {params.state_dir} --out {output} > {log} 2>&1"

@@ -15,10 +15,11 @@ rule make_tiny_corpus:
     conda:
         CONDA_ENV
     params:
+        rule="make_tiny_corpus",
         code=code_hash("tinycorpus"),
         args=shlex.join(corpus_argv(PRETRAIN["corpus"])),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.tinycorpus --out {output} {params.args} > {log} 2>&1"
+        "REALFAKE_RULE={params.rule} python -m realfake.tinycorpus --out {output} {params.args} > {log} 2>&1"
 
 
 rule pretrain_tiny_clip:
@@ -34,10 +35,11 @@ rule pretrain_tiny_clip:
         CONDA_ENV
     threads: PRETRAIN["clip"]["threads"]
     params:
+        rule="pretrain_tiny_clip",
         code=code_hash("pretrain"),
         args=shlex.join(pretrain_argv(PRETRAIN, "clip")),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.pretrain clip {params.args} --corpus {input.corpus} --out {output}"
+        "REALFAKE_RULE={params.rule} python -m realfake.pretrain clip {params.args} --corpus {input.corpus} --out {output}"
         " > {log} 2>&1"
 
 
@@ -54,10 +56,11 @@ rule pretrain_tiny_vae:
         CONDA_ENV
     threads: PRETRAIN["vae"]["threads"]
     params:
+        rule="pretrain_tiny_vae",
         code=code_hash("pretrain"),
         args=shlex.join(pretrain_argv(PRETRAIN, "vae")),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.pretrain vae {params.args} --corpus {input.corpus} --out {output}"
+        "REALFAKE_RULE={params.rule} python -m realfake.pretrain vae {params.args} --corpus {input.corpus} --out {output}"
         " > {log} 2>&1"
 
 
@@ -74,10 +77,11 @@ rule pretrain_tiny_captioner:
         CONDA_ENV
     threads: PRETRAIN["captioner"]["threads"]
     params:
+        rule="pretrain_tiny_captioner",
         code=code_hash("pretrain"),
         args=shlex.join(pretrain_argv(PRETRAIN, "captioner")),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.pretrain captioner {params.args} --corpus {input.corpus} --out {output}"
+        "REALFAKE_RULE={params.rule} python -m realfake.pretrain captioner {params.args} --corpus {input.corpus} --out {output}"
         " > {log} 2>&1"
 
 
@@ -96,10 +100,11 @@ rule pretrain_tiny_unet:
         CONDA_ENV
     threads: PRETRAIN["unet"]["threads"]
     params:
+        rule="pretrain_tiny_unet",
         code=code_hash("pretrain"),
         args=shlex.join(pretrain_argv(PRETRAIN, "unet")),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.pretrain unet {params.args} --corpus {input.corpus} --clip {input.clip}"
+        "REALFAKE_RULE={params.rule} python -m realfake.pretrain unet {params.args} --corpus {input.corpus} --clip {input.clip}"
         " --vae {input.vae} --out {output} > {log} 2>&1"
 
 
@@ -113,6 +118,7 @@ rule build_tiny_zoo:
     conda:
         CONDA_ENV
     params:
+        rule="build_tiny_zoo",
         code=code_hash("zoo"),
     shell:
-        "REALFAKE_RULE={rule} python -m realfake.zoo sscd --out {output} > {log} 2>&1"
+        "REALFAKE_RULE={params.rule} python -m realfake.zoo sscd --out {output} > {log} 2>&1"

@@ -69,6 +69,17 @@ def saved_at(work: Path) -> tuple[int, int]:
     return state["epoch"], state["step"]
 
 
+def resume_to_the_end_and_compare(shards: list[Path], work: Path, log: Path, reference: dict) -> None:
+    """Rerun the interrupted job in ``work`` to its end: it finishes all epochs and its weights equal
+    ``reference`` (an uninterrupted run's), tensor for tensor."""
+    assert run_stage("train", train_args(shards, work), log) == 0, tail(log)
+    assert saved_at(work) == (EPOCHS, 0)
+    resumed = load_file(work / "classifier.safetensors")
+    assert resumed.keys() == reference.keys()
+    different = [k for k in reference if not torch.equal(resumed[k], reference[k])]
+    assert not different, f"{len(different)} tensors differ from the uninterrupted run: {different[:3]}"
+
+
 def test_sigterm_then_sigkill_then_resume_equals_uninterrupted(shards, tmp_path):
     train.main(train_args(shards, tmp_path / "straight"))
     uninterrupted = load_file(tmp_path / "straight" / "classifier.safetensors")
@@ -90,9 +101,4 @@ def test_sigterm_then_sigkill_then_resume_equals_uninterrupted(shards, tmp_path)
     checkpoint = saved_at(work)
     assert stopped_at < checkpoint < (EPOCHS, 0) and checkpoint[1] == 0 and not out.exists()
 
-    assert run_stage("train", train_args(shards, work), log) == 0, tail(log)
-    assert saved_at(work) == (EPOCHS, 0)
-    resumed = load_file(out)
-    assert resumed.keys() == uninterrupted.keys()
-    different = [k for k in uninterrupted if not torch.equal(resumed[k], uninterrupted[k])]
-    assert not different, f"{len(different)} tensors differ from the uninterrupted run: {different[:3]}"
+    resume_to_the_end_and_compare(shards, work, log, uninterrupted)

@@ -52,10 +52,13 @@ def test_tiny_target_builds_the_tiny_default(tmp_path):
 
 
 def test_every_stage_job_names_its_own_rule_to_its_record(tmp_path):
-    """Provenance records name their rule from REALFAKE_RULE, set in each rule's shell command."""
+    """Provenance records name their rule from REALFAKE_RULE, set in each rule's shell command from
+    its ``params.rule``: that literal must be the rule's own name, in derived rules (``use rule``,
+    the samples figure of a variant) too."""
     out = subprocess.run(
         [str(SNAKEMAKE), "-n", "-p", "--cores", "1", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-         "tiny", "tiny_paper", "results/tiny/lira/roc.png", "--configfile", str(REPO / "config.yaml")],
+         "tiny", "tiny_paper", "results/tiny/lira/roc.png", "results/figures/samples_tiny_lp.png",
+         "--configfile", str(REPO / "config.yaml")],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n|\n)*?Shell command: (.*)$", out, re.M)
@@ -65,8 +68,25 @@ def test_every_stage_job_names_its_own_rule_to_its_record(tmp_path):
         "train_classifier",
         "lira_train_classifier",
         "synthesize_shard",
+        "figure_samples_variant",
     }
     assert [(rule, cmd) for rule, cmd in stage_jobs if f"REALFAKE_RULE={rule} " not in cmd] == []
+
+
+def test_every_rule_that_runs_a_stage_names_itself_in_its_params():
+    """The same, read from the rule files, for the rules the dry run above does not plan (the
+    paper's captioning, for one): a rule whose shell sets REALFAKE_RULE passes its own name."""
+    wrong = []
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"^(?=rule |use rule )", smk.read_text(), flags=re.M)[1:]:
+            name = re.match(r"(?:use rule \w+ as (\w+)|rule (\w+))", block).group(1, 2)
+            name = name[0] or name[1]
+            named = re.findall(r'^        rule="(\w+)",$', block, re.M)
+            if "REALFAKE_RULE" in block and named != [name]:
+                wrong.append((smk.name, name, named))
+            if block.startswith("use rule") and named != [name]:
+                wrong.append((smk.name, name, named))  # else it would record its parent's name
+    assert wrong == []
 
 
 def test_table2_plans_ten_rows_on_two_datasets_with_four_loras_each():

@@ -1,5 +1,6 @@
 """Stages without tensor work start without torch (issue 17, part 2): importing them, in a fresh
-interpreter, leaves ``torch`` (and, for planning and provenance, ``pandas``) out of ``sys.modules``.
+interpreter, leaves ``torch`` (and, for planning and provenance, ``pandas``; for planning,
+``snakemake``) out of ``sys.modules``.
 Their start-up times are measured by ``benchmarks/startup.py``, not here."""
 
 from __future__ import annotations
@@ -10,31 +11,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-#: Stage modules (and the CLI dispatcher) that do no tensor work, and what they import with them.
-NO_TORCH = (
-    "cli",
-    "index",
-    "tables",
-    "figures",
-    "lineage",
-    "provenance",
-    "report",
-    "estimate",
-    "status",
-    "preflight",
-    "dataprep",
-    "tinydata",
-    "tinyood",
-    "lira",
-    "hub",
-    "config",
-    "commands",
-    "targets",
-    "shards",
-    "resources",
-    "plan",
-)
-#: Of those, the ones that need no pandas either (the dispatcher, planning, provenance, data layout).
+#: Modules that need neither torch nor pandas: the dispatcher, planning, provenance, data layout.
 NO_PANDAS = (
     "cli",
     "lineage",
@@ -49,6 +26,22 @@ NO_PANDAS = (
     "dataprep",
     "plan",
 )
+#: Stage modules (and the CLI dispatcher) that do no tensor work, and what they import with them:
+#: the above and those that read tables with pandas.
+NO_TORCH = (
+    *NO_PANDAS,
+    "index",
+    "tables",
+    "figures",
+    "tinydata",
+    "tinyood",
+    "lira",
+    "commands",
+    "targets",
+    "resources",
+)
+#: What a job of no tensor work must not load: the model stack.
+TENSOR_STACK = ("torch", "torchvision", "timm", "diffusers", "transformers")
 
 
 def heavy_modules_loaded_by(modules: tuple[str, ...], heavy: tuple[str, ...]) -> dict[str, list[str]]:
@@ -73,11 +66,19 @@ def heavy_modules_loaded_by(modules: tuple[str, ...], heavy: tuple[str, ...]) ->
 
 
 def test_stages_without_tensor_work_do_not_import_torch():
-    loaded = heavy_modules_loaded_by(NO_TORCH, ("torch", "torchvision", "timm", "diffusers", "transformers"))
+    loaded = heavy_modules_loaded_by(NO_TORCH, TENSOR_STACK)
     assert list(loaded) == list(NO_TORCH)
     assert {m: heavy for m, heavy in loaded.items() if heavy} == {}
 
 
 def test_planning_and_provenance_do_not_import_pandas():
     loaded = heavy_modules_loaded_by(NO_PANDAS, ("pandas", "numpy", "torch"))
+    assert {m: heavy for m, heavy in loaded.items() if heavy} == {}
+
+
+def test_planning_imports_no_snakemake():
+    """realfake.plan (and the flag builders and config checks it uses) is a plain library, unit-tested
+    without Snakemake; the Snakefile imports it, not the other way round."""
+    planning = ("plan", "commands", "config", "targets", "resources")
+    loaded = heavy_modules_loaded_by(planning, ("snakemake", *TENSOR_STACK))
     assert {m: heavy for m, heavy in loaded.items() if heavy} == {}

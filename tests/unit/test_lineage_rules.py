@@ -1,5 +1,5 @@
 """realfake.lineage.rule_of: the rule named for a provenance record. A record names its rule
-(every rule's shell sets REALFAKE_RULE={rule}; tests/unit/test_dag.py checks each planned job
+(every rule's shell sets REALFAKE_RULE={params.rule}; tests/unit/test_dag.py checks each planned job
 passes its own name); a record written before that is told apart by its stage and output path,
 also when several rules run the same stage module (the LiRA shadow rules reuse finetune,
 synthesize and train)."""

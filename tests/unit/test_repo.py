@@ -41,17 +41,9 @@ def test_snakefmt_clean():
     assert result.returncode == 0, result.stderr
 
 
-# Every rule's shell names the rule to its stage's provenance record (REALFAKE_RULE={rule}).
-# `{rule}` is one of the names Snakemake documents for shell commands, but its linter's list of
-# valid names leaves it out; that one finding is the only one allowed.
-RULE_KEYWORD_LINT = "Shell command directly uses variable rule from outside of the rule"
-
-
 def test_snakemake_lint_clean():
+    """No lint at all: every rule passes its own name as a param (``params.rule``), not through
+    ``{rule}``, which the linter reports as a variable from outside the rule."""
     result = run(str(BIN / "snakemake"), "--lint", "--cores", "1")
     out = result.stdout + result.stderr
-    if "Congratulations" in out:
-        return
-    findings = re.findall(r"^\s+\* (.+?):?$", out, re.M)
-    assert findings, out  # lints we cannot read: show them
-    assert {f for f in findings if f != RULE_KEYWORD_LINT} == set(), out
+    assert "Congratulations, your workflow is in a good condition" in out, out
