@@ -65,3 +65,8 @@ rule tiny_paper:
             table=config["tiny"].get("toy_tables", []),
         ),
         "results/figures/samples_tiny.png",
+
+
+# Keep last: every function of the Snakefile and rules/ gets its signature computed once
+# (planning speed, rules/common.smk: fixed_signature).
+fix_signatures(globals())

@@ -55,8 +55,8 @@ CHOICES = Choices.from_config(config)
 # Planning speed (benchmarks/README.md): Snakemake calls inspect.signature on every input/params/
 # resource function of every job (~45 times per job, a third of the dry-run CPU). The signature of
 # a function never changes, so it is computed once: overwrite_function_params is the hook
-# Snakemake's own ioutils use for this. The loop at the end of this file applies it to every
-# function defined here; the factories below apply it to the functions they return.
+# Snakemake's own ioutils use for this. fix_signatures (called last in the Snakefile) applies it
+# to every function of the Snakefile and rules/; the factories apply it to the functions they return.
 def fixed_signature(func):
     """``func``, with its parameters computed once for Snakemake (returns ``func``)."""
     overwrite_function_params(func, inspect.signature(func).parameters)
@@ -230,12 +230,6 @@ def train_args(wildcards):
     return plan.train_args(config, experiment(wildcards))
 
 
-def lira_train_args(wildcards):
-    return plan.lira_train_args(
-        config, wildcards.dataset, wildcards.pipeline, lira_model(wildcards)
-    )
-
-
 def experiment_index(wildcards):
     """Input function: the index of the experiment's dataset."""
     return f"results/{experiment(wildcards).dataset}/index.parquet"
@@ -282,10 +276,6 @@ def recipe_eval_batch(wildcards):
     return plan.eval_batch(settings("recipes", wildcards))
 
 
-def lira_eval_batch(wildcards):
-    return plan.eval_batch(plan.lira_setting(config, "recipes", wildcards.dataset))
-
-
 # Resource functions (needs only; the cost table and arithmetic are in realfake/resources.py,
 # the work measures in realfake/plan.py). Snakemake calls them with the job's wildcards and
 # attempt: a retry asks for more.
@@ -308,189 +298,27 @@ def runtime_estimate(stage):
     return fixed_signature(runtime)
 
 
-# SSCD copy detection (rules/sscd.smk).
-def sscd_value(key):
-    """Params function: one key of the dataset's SSCD settings."""
-
-    def value(wildcards):
-        return plan.sscd_settings(config, wildcards.dataset)[key]
-
-    return fixed_signature(value)
-
-
-def sscd_model(wildcards):
-    return plan.sscd_model(config, wildcards.dataset)
-
-
-def sscd_model_input(wildcards):
-    return plan.sscd_model_input(config, wildcards.dataset)
-
-
-def sscd_square_flag(wildcards):
-    return (
-        "--square"
-        if plan.sscd_settings(config, wildcards.dataset).get("square")
-        else ""
-    )
-
-
-def sscd_shards(wildcards):
-    return plan.sscd_shards(config, wildcards.dataset, wildcards.variant)
-
-
-def sscd_runtime(wildcards, attempt):
-    return plan.sscd_runtime(config, wildcards.dataset, attempt)
-
-
-# OOD sets (Table 4, realfake/ood.py) and Figures 1 and 2 (realfake/figures.py).
-def ood_sets(wildcards):
-    return plan.ood_sets(config, wildcards.experiment, experiment(wildcards).dataset)
-
-
-def ood_set_inputs(wildcards):
-    return plan.ood_set_inputs(config, ood_sets(wildcards))
-
-
-def ood_names(wildcards):
-    return [name for name, _ in ood_sets(wildcards)]
-
-
-def ood_field(key, default):
-    """Params function: one key of every OOD set, in set order (``default`` where it is unset)."""
-
-    def value(wildcards):
-        return plan.ood_field(ood_sets(wildcards), key, default)
-
-    return fixed_signature(value)
-
-
-def ood_runtime(wildcards, attempt):
-    dataset = experiment(wildcards).dataset
-    return plan.ood_runtime(config, dataset, ood_sets(wildcards), attempt)
-
-
-def fig1_baseline(wildcards):
-    return plan.fig1_baseline(config, wildcards.dataset)
-
-
-def fig1_real_embeddings(wildcards):
-    return plan.fig1_real_embeddings(config, wildcards.dataset)
-
-
-def fig1_synthetic_embeddings(variant):
-    """Input function: pass-0 embeddings of ``variant`` (None: the configured baseline)."""
-
-    def paths(wildcards):
-        return plan.fig1_synthetic_embeddings(config, wildcards.dataset, variant)
-
-    return fixed_signature(paths)
-
-
-def fig2_scales(wildcards):
-    return plan.fig2_scales(config, wildcards.dataset)
-
-
-def fig2_metrics(wildcards):
-    return plan.fig2_metrics(config, wildcards.dataset)
-
-
-def all_figures():
-    return plan.all_figures(config)
-
-
-# LiRA membership inference (rules/lira.smk): M shadow models per pipeline on member halves.
-LIRA_PIPELINES = plan.LIRA_PIPELINES
-
-
-def lira_value(key):
-    """Params function: one key of the dataset's ``lira:`` settings."""
-
-    def value(wildcards):
-        return plan.lira_cfg(config, wildcards.dataset)[key]
-
-    return fixed_signature(value)
-
-
-@functools.lru_cache(maxsize=None)
-def lira_keep(dataset):
-    return plan.lira_keep(config, dataset)
-
-
-def lira_model(wildcards):
-    return plan.lira_model(config, wildcards.dataset, wildcards.model)
-
-
-def lira_members(wildcards):
-    """How many train examples shadow model ``{model}`` trains on."""
-    return plan.lira_members(lira_keep(wildcards.dataset), lira_model(wildcards))
-
-
-def lira_finetune_captions(wildcards):
-    return plan.lira_finetune_captions(config, wildcards.dataset)
-
-
-def lira_synthesis_captions(wildcards):
-    return plan.lira_synthesis_captions(config, wildcards.dataset)
-
-
-def lira_finetune_embeddings(wildcards):
-    return plan.lira_finetune_embeddings(config, wildcards.dataset)
-
-
-def lira_synthesis_embeddings(wildcards):
-    return plan.lira_synthesis_embeddings(config, wildcards.dataset)
-
-
-def lira_finetune_args(wildcards):
-    return plan.lira_finetune_args(config, wildcards.dataset, lira_model(wildcards))
-
-
-def lira_synthesis_args(wildcards):
-    return plan.lira_synthesis_args(config, wildcards.dataset, lira_model(wildcards))
-
-
-def lira_synthetic_shards(wildcards):
-    if wildcards.pipeline == "real":
-        return []
-    return plan.lira_synthetic_shards(
-        config,
-        wildcards.dataset,
-        wildcards.pipeline,
-        lira_model(wildcards),
-        lira_members(wildcards),
-    )
-
-
-def lira_logits(wildcards):
-    return plan.lira_logits(config, wildcards.dataset, wildcards.pipeline)
-
-
-def lira_metrics(wildcards):
-    return plan.lira_metrics(wildcards.dataset)
-
-
-def lira_fprs(wildcards):
-    return plan.lira_fprs(config, wildcards.dataset)
-
-
-def lira_runtime(stage):
-    """Resource function: wall time (minutes) of a LiRA ``stage`` job on the member half."""
-
-    def runtime(wildcards, attempt):
-        members = lira_members(wildcards) if stage in ("finetune", "train") else 0
-        return plan.lira_runtime(config, stage, wildcards.dataset, members, attempt)
-
-    return fixed_signature(runtime)
-
-
 # Snakemake evaluates every callable resource (and each job's threads) through the bound method
 # Resource.evaluate(*args, **kwargs), whose signature it also recomputes per call (~12,000 times
 # for the whole paper, ~8 % of a dry run): computed once here. The parameters are those of the
 # installed Snakemake's own method, so this only caches what Snakemake would compute.
 fixed_signature(snakemake.resources.Resource.evaluate)
 
-# Keep last: every plain function above gets its signature computed once (fixed_signature).
-_here = fixed_signature.__code__.co_filename
-for _function in list(globals().values()):
-    if inspect.isfunction(_function) and _function.__code__.co_filename == _here:
-        fixed_signature(_function)
+
+def fix_signatures(namespace):
+    """Give every plain function of the workflow (``namespace``: the Snakefile's globals), defined
+    in the Snakefile or any file under rules/, its signature computed once (fixed_signature).
+    The Snakefile calls this last, after every include, so no rule file's helper is missed.
+    """
+    ours = (
+        str(Path(workflow.basedir) / "rules"),
+        str(Path(workflow.basedir) / "Snakefile"),
+    )
+    fixed = 0
+    for function in list(namespace.values()):
+        if inspect.isfunction(function) and function.__code__.co_filename.startswith(
+            ours
+        ):
+            fixed_signature(function)
+            fixed += 1
+    return fixed

@@ -1,3 +1,6 @@
+include: "functions/figures.smk"
+
+
 rule embed_synthetic_shard:
     input:
         shard="results/{dataset}/synth/{variant}/pass-0/shard-{shard}.tar",
@@ -71,20 +74,11 @@ rule figure_scaling:
         " --png {output.png} --svg {output.svg} --out {output.summary} > {log} 2>&1"
 
 
-# Samples figure (realfake.figures samples). figures.samples is checked here, at DAG start; the
-# input/params functions are lambdas over realfake.figures.samples_plan (snakemake --lint wants
-# no function definitions in a rule file, and common.smk is for functions several rules share).
-from realfake.figures import samples_plan, samples_settings
-
-SAMPLES = samples_settings(config)
-samples_of = lambda wildcards: samples_plan(
-    config, wildcards.dataset, wildcards.get("variant", "realfake")
-)
-
-
+# Samples figure (realfake.figures samples): real | ours | vanilla-SD baseline, a few images per
+# class; figures.samples is checked at DAG start (rules/functions/figures.smk).
 rule figure_samples:
     input:
-        unpack(fixed_signature(lambda wildcards: samples_of(wildcards)["inputs"])),
+        unpack(samples_inputs),
         index="results/{dataset}/index.parquet",
     output:
         png=report("results/figures/samples_{dataset}.png", category="Figures"),
@@ -96,11 +90,9 @@ rule figure_samples:
     params:
         rule="figure_samples",
         code=code_hash("figures"),
-        shards=fixed_signature(lambda wildcards: samples_of(wildcards)["shards"]),
+        shards=samples_shards,
         shard_size=dataset_value("shard_size"),
-        ours_label=fixed_signature(
-            lambda wildcards: samples_of(wildcards)["ours_label"]
-        ),
+        ours_label=samples_ours_label,
         baseline=SAMPLES["baseline"],
         per_class=SAMPLES["per_class"],
         max_classes=SAMPLES["max_classes"],

@@ -12,7 +12,10 @@
 #   results/<dataset>/lira/<pipeline>/model-<m>/{classifier,logits}.safetensors
 #   results/<dataset>/lira/<pipeline>/metrics.json, results/<dataset>/lira/roc.{png,svg}
 #
-# Input/params functions: rules/common.smk (section "LiRA membership inference") over realfake/plan.py.
+# Input/params functions: rules/functions/lira.smk over realfake/plan.py.
+include: "functions/lira.smk"
+
+
 wildcard_constraints:
     pipeline="|".join(LIRA_PIPELINES),
     model=r"0|[1-9][0-9]*",

@@ -1,3 +1,6 @@
+include: "functions/ood.smk"
+
+
 rule evaluate_ood:
     input:
         index=experiment_index,

@@ -1,3 +1,6 @@
+include: "functions/sscd.smk"
+
+
 rule sscd_describe_real:
     input:
         index="results/{dataset}/index.parquet",
