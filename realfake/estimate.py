@@ -27,7 +27,6 @@ promise: ``benchmarks/README.md`` compares it with measured runs.
 from __future__ import annotations
 
 import argparse
-import functools
 import re
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 import yaml
 
 from realfake.budget import lora_steps
+from realfake.diskcache import disk_cached
 from realfake.resources import stage_cost
 from realfake.shards import num_shards
 from realfake.targets import Choices, parse_experiment
@@ -142,7 +142,7 @@ def count_flops(fn: Callable[[], object]) -> float:
     return float(counter.get_total_flops())
 
 
-@functools.cache
+@disk_cached("flops")
 def sd_flops(sd: str, resolution: int) -> dict[str, float]:
     """FLOPs of SD's parts at ``resolution`` px: a UNet forward per sample, VAE encode, decode and
     one prompt encoding, for a local pipeline directory's configs, else SD-1.5's."""
@@ -173,7 +173,7 @@ def sd_flops(sd: str, resolution: int) -> dict[str, float]:
         }
 
 
-@functools.cache
+@disk_cached("flops")
 def classifier_forward_flops(arch: str, model_args_json: str, num_classes: int, size: int) -> float:
     """Forward FLOPs of one ``size`` px image through the timm classifier."""
     import json
@@ -194,7 +194,7 @@ def _params_meta(build: Callable[[], object]) -> float:
         return float(sum(p.numel() for p in build().parameters()))
 
 
-@functools.cache
+@disk_cached("flops")
 def caption_flops(blip2: str, new_tokens: int) -> float:
     """Per-image BLIP-2 FLOPs, 2 x params x tokens (vision tower, Q-Former, language model)."""
     if not (Path(blip2) / "config.json").is_file():
@@ -220,7 +220,7 @@ def caption_flops(blip2: str, new_tokens: int) -> float:
     )
 
 
-@functools.cache
+@disk_cached("flops")
 def embed_flops(clip: str) -> float:
     """Per-image CLIP image-tower FLOPs, 2 x params x tokens."""
     if not (Path(clip) / "config.json").is_file():

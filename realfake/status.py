@@ -4,9 +4,9 @@ Built from what Snakemake knows and what is on disk, never from a process's memo
 a run in progress, a finished one, or one that stopped:
 
 - the jobs of TARGET: two dry runs side by side (``realfake.estimate.plan_jobs``): every job, in
-  an empty directory, and the jobs still to run, in the working directory (``--rerun-incomplete``,
-  so a running job's half-written output does not stop the plan); a job of the first not in the
-  second is **done**;
+  an empty directory (cached on disk by the workflow's files: :func:`every_job`), and the jobs
+  still to run, in the working directory (``--rerun-incomplete``, so a running job's half-written
+  output does not stop the plan); a job of the first not in the second is **done**;
 - a job still to run is **running** when Snakemake marked its outputs incomplete
   (``.snakemake/incomplete``, set at the start, cleared at the end) and a Snakemake holds the
   directory's lock (``.snakemake/locks``) or, on SLURM, ``squeue`` lists the marker's job id;
@@ -38,10 +38,12 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from realfake import diskcache
+from realfake.diskcache import files_digest
 from realfake.estimate import GPUS, REPO, STAGE_OF_RULE, Job, Planner, merged_config, plan_jobs
 from realfake.trainlog import LOG_FILE, read_log
 
@@ -392,12 +394,46 @@ def projection(
     return f"projected end: not running; the rest takes {age(hours * 3600)} at last rate ({rate:.3g} GPU-h/h)"
 
 
+def workflow_files(snakefile: Path, configfile: Path) -> list[Path]:
+    """What decides the jobs of a target in an empty directory: the Snakefile, its rule files, the
+    package its rules import, and the config files (for the cache key of :func:`every_job`)."""
+    root = snakefile.parent
+    package = [p for p in (root / "realfake").rglob("*") if p.suffix in (".py", ".yaml")]
+    return [snakefile, root / "config.yaml", configfile, *(root / "rules").rglob("*.smk"), *package]
+
+
+def every_job(target: str, snakefile: Path, configfile: Path) -> list[Job]:
+    """Every job of ``target`` (a dry run in an empty directory), cached on disk
+    (``realfake.diskcache``) by the target, the workflow's files and the libraries' versions: the
+    whole paper's plan is seconds of Snakemake that change only when the workflow does."""
+    key = ["every_job", target, files_digest(workflow_files(snakefile.resolve(), configfile.resolve()))]
+    cached = diskcache.load("plans", key)
+    if cached is not None:
+        return [job_from_json(job) for job in cached]
+    jobs = plan_jobs(target, snakefile, configfile, None)
+    diskcache.store("plans", key, [asdict(job) for job in jobs])
+    return jobs
+
+
+def job_from_json(record: Mapping) -> Job:
+    return Job(
+        record["rule"],
+        dict(record["wildcards"]),
+        tuple(record["outputs"]),
+        tuple(record["inputs"]),
+        tuple(record["log"]),
+        record["benchmark"],
+        dict(record["resources"]),
+    )
+
+
 def collect(
     target: str, snakefile: Path, configfile: Path, workdir: Path
 ) -> tuple[list[JobStatus], list[Job]]:
-    """Job states of ``target`` in ``workdir``: the two dry runs run side by side."""
+    """Job states of ``target`` in ``workdir``: every job (cached) and those still to run, two
+    dry runs side by side when the first is not cached."""
     with ThreadPoolExecutor(2) as pool:
-        every = pool.submit(plan_jobs, target, snakefile, configfile, None)
+        every = pool.submit(every_job, target, snakefile, configfile)
         pending = pool.submit(plan_jobs, target, snakefile, configfile, workdir, ("--rerun-incomplete",))
         jobs, to_run = every.result(), pending.result()
     states = classify(
@@ -420,7 +456,11 @@ def main(argv: list[str] | None = None) -> str:
     )
     p.add_argument("--configfile", type=Path, help="default: the Snakefile's config.yaml")
     p.add_argument("--gpu", choices=sorted(GPUS), default="h100", help="GPU kind of the estimate")
-    p.add_argument("--no-estimate", action="store_true", help="skip the estimate (it loads torch)")
+    p.add_argument(
+        "--no-estimate",
+        action="store_true",
+        help="skip the estimate (its first call loads torch to count FLOPs)",
+    )
     args = p.parse_args(argv)
     workdir = args.workdir.resolve()
     snakefile = args.snakefile or (

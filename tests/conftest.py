@@ -16,6 +16,8 @@ import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# realfake.diskcache (FLOP counts, planned job lists): one fresh cache per test session, not ~/.cache
+os.environ.setdefault("REALFAKE_CACHE", tempfile.mkdtemp(prefix="realfake-cache-"))
 torch.set_num_threads(1)
 
 

@@ -258,3 +258,37 @@ def test_projection_rates_the_current_session_not_the_idle_gap_before_it(tmp_pat
     fast = status.projection(whole, 10.0, True, 3, now, session)
     rate = session.gpu_hours  # GPU-hours in the session's one hour
     assert f"at {rate:.3g} GPU-h per hour" in fast and f"at {rate:.3g} GPU-h per hour" not in slow
+
+
+def fake_workflow(root: Path) -> tuple[Path, Path]:
+    (root / "rules").mkdir(parents=True)
+    (root / "realfake").mkdir()
+    (root / "rules" / "a.smk").write_text("rule a:\n")
+    (root / "realfake" / "plan.py").write_text("X = 1\n")
+    (root / "Snakefile").write_text('include: "rules/a.smk"\n')
+    (root / "config.yaml").write_text("datasets: {}\n")
+    return root / "Snakefile", root / "config.yaml"
+
+
+def test_every_job_is_planned_once_per_workflow_and_replanned_when_a_rule_file_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("REALFAKE_CACHE", str(tmp_path / "cache"))
+    snakefile, configfile = fake_workflow(tmp_path / "wf")
+    calls = []
+
+    def dry_run(target, snakefile, configfile, workdir, extra=()):
+        calls.append(target)
+        return parse_dry_run(DRY_RUN)
+
+    monkeypatch.setattr(status, "plan_jobs", dry_run)
+    first = status.every_job("all", snakefile, configfile)
+    again = status.every_job("all", snakefile, configfile)
+    assert calls == ["all"]  # the second came from the cache, whole: files, resources and all
+    assert [dataclasses.astuple(j) for j in again] == [dataclasses.astuple(j) for j in first]
+    status.every_job("tiny", snakefile, configfile)  # another target: its own entry
+    (snakefile.parent / "rules" / "a.smk").write_text("rule a:\n    output: 'x'\n")
+    status.every_job("all", snakefile, configfile)
+    (snakefile.parent / "realfake" / "plan.py").write_text("X = 2\n")
+    status.every_job("all", snakefile, configfile)
+    configfile.write_text("datasets: {d: {}}\n")
+    status.every_job("all", snakefile, configfile)
+    assert calls == ["all", "tiny", "all", "all", "all"]
