@@ -33,3 +33,15 @@ def accumulation(batch_size: int, micro_batch: int | None, world: int) -> tuple[
             f"{world} processes: choose a micro_batch that divides batch_size / processes"
         )
     return micro, batch_size // (micro * world)
+
+
+def paper_gpus(batch_size: int, micro_batch: int | None) -> int:
+    """GPUs of the run a setting describes: the paper trained without accumulation, so its global
+    batch is one micro-batch per GPU (LoRA 8 x 8, classifiers 128 x 8 and 512 x 8). A job asks
+    for that many; a profile's ``resources: gpu=N`` caps it, and accumulation keeps the updates
+    (``accumulation``). Without a micro_batch (the tiny settings): one."""
+    if not micro_batch:
+        return 1
+    if batch_size % micro_batch:
+        raise ValueError(f"batch_size {batch_size} is not a whole number of micro_batch {micro_batch}")
+    return batch_size // micro_batch

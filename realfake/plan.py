@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from realfake.budget import lora_steps
+from realfake.budget import lora_steps, paper_gpus
 from realfake.commands import caption_argv, finetune_argv, index_argv, synthesis_argv, train_argv
 from realfake.resources import StageCost, memory_mb, runtime_minutes, stage_cost
 from realfake.shards import num_shards
@@ -54,6 +54,13 @@ def dataset_cfg(config: Mapping, dataset: str) -> Mapping:
 def setting(config: Mapping, section: str, dataset: str) -> Mapping:
     """The named setting of ``section`` (finetune, synthesis, recipes) ``dataset`` uses."""
     return config[section][dataset_cfg(config, dataset)[_SETTING_KEY.get(section, section)]]
+
+
+def stage_gpus(config: Mapping, section: str, dataset: str) -> int:
+    """GPUs a training job of ``section`` (finetune, recipes) asks for: the paper's data-parallel
+    layout of the dataset's setting (``realfake.budget.paper_gpus``); profiles cap it."""
+    chosen = setting(config, section, dataset)
+    return paper_gpus(chosen["batch_size"], chosen.get("micro_batch"))
 
 
 def model_set(config: Mapping, dataset: str) -> Mapping:
@@ -298,9 +305,11 @@ def job_cost(config: Mapping, stage: str, dataset: str) -> StageCost:
     return stage_cost(stage, tiny=bool(tiny_model_of(config, dataset_cfg(config, dataset)["models"], "sd")))
 
 
-def stage_memory(config: Mapping, stage: str, dataset: str, attempt: int = 1) -> int:
-    """Host memory (MB) of one ``stage`` job; a retry asks for more."""
-    return memory_mb(job_cost(config, stage, dataset), attempt)
+def stage_memory(config: Mapping, stage: str, dataset: str, attempt: int = 1, processes: int = 1) -> int:
+    """Host memory (MB) of one ``stage`` job of ``processes`` data-parallel processes, each holding
+    its own copy of the models (LoRA: ``stage_gpus``, an upper bound when a profile caps the GPUs);
+    a retry asks for more."""
+    return memory_mb(job_cost(config, stage, dataset), attempt) * processes
 
 
 def stage_runtime(

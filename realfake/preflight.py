@@ -566,6 +566,12 @@ class Partition:
     def gpu_types(self) -> set[str]:
         return {m.group(1) for g in self.gres if (m := re.match(r"gpu:([^:(]+):\d", g))}
 
+    @property
+    def max_gpus(self) -> int:
+        """The most GPUs one node of the partition has (GRES ``gpu:4`` or ``gpu:a100:8(S:0-1)``)."""
+        counts = [int(m.group(1)) for g in self.gres if (m := re.match(r"gpu(?::[^:(]+)?:(\d+)", g))]
+        return max(counts, default=0)
+
 
 def parse_sinfo(output: str) -> dict[str, Partition]:
     """``sinfo -a -h -o '%P|%G|%f'`` (one line per partition and node kind) as partitions."""
@@ -580,9 +586,13 @@ def parse_sinfo(output: str) -> dict[str, Partition]:
     return {n: Partition(n, d, frozenset(g), frozenset(f)) for n, (d, g, f) in found.items()}
 
 
-def check_slurm(profile_dir: Path, rules: Iterable[str], run: Runner = run_command) -> list[Row]:
-    """The partition, account, GPU type and constraint the profile gives each planned rule, as the
-    cluster reports them; a "-" row where SLURM is not installed or the profile is not SLURM's."""
+def check_slurm(
+    profile_dir: Path, rules: Iterable[str], run: Runner = run_command, gpus: Mapping[str, int] | None = None
+) -> list[Row]:
+    """The partition, account, GPU type and constraint the profile gives each planned rule, and the
+    GPUs per job (``gpus``: the most a rule's jobs declare, capped by the profile's ``resources:
+    gpu=N``) against its partition's largest node, as the cluster reports them; a "-" row where
+    SLURM is not installed or the profile is not SLURM's."""
     config_file = profile_dir / "config.yaml"
     if not config_file.is_file():
         return [Row(FAIL, "slurm", str(profile_dir), f"no {config_file}", "pass a Snakemake profile folder")]
@@ -603,6 +613,7 @@ def check_slurm(profile_dir: Path, rules: Iterable[str], run: Runner = run_comma
     partitions = parse_sinfo(sinfo.stdout)
     default = next((p.name for p in partitions.values() if p.default), None)
     scopes = profile_resources(profile)
+    cap = int(_settings(profile.get("resources")).get("gpu", 1 << 30))
     needs: dict[tuple[str, str, str | None], list[str]] = {}  # (setting, value, partition) -> rules
     for rule in dict.fromkeys(rules):
         settings = {**scopes["*"], **scopes.get(rule, {})}
@@ -611,6 +622,8 @@ def check_slurm(profile_dir: Path, rules: Iterable[str], run: Runner = run_comma
         for setting in ("slurm_account", "gpu_model", "constraint"):
             if settings.get(setting):
                 needs.setdefault((setting, settings[setting], partition), []).append(rule)
+        if (wanted := min((gpus or {}).get(rule, 0), cap)) > 1:
+            needs.setdefault(("gpu", str(wanted), partition), []).append(rule)
     rows, accounts = [], None
     for (setting, value, partition), users in needs.items():
         scope = users[0] if len(users) == 1 else f"{len(users)} rules"
@@ -620,6 +633,8 @@ def check_slurm(profile_dir: Path, rules: Iterable[str], run: Runner = run_comma
         elif setting == "slurm_account":
             accounts = user_accounts(run) if accounts is None else accounts
             rows.append(account_row(what, value, accounts))
+        elif setting == "gpu":
+            rows.append(gpu_count_row(what, int(value), partitions.get(partition or "")))
         else:
             rows.append(node_row(what, setting, value, partitions.get(partition or "")))
     return rows
@@ -658,6 +673,22 @@ def account_row(what: str, name: str, accounts: set[str] | str) -> Row:
     if name in accounts:
         return Row(OK, "slurm", what, f"yours (accounts: {known})")
     return Row(FAIL, "slurm", what, f"not yours (accounts: {known})", f"set slurm_account to one of: {known}")
+
+
+def gpu_count_row(what: str, wanted: int, partition: Partition | None) -> Row:
+    """A job of ``wanted`` GPUs on one node fits a node of its partition (else it never starts)."""
+    if partition is None:
+        return Row(SKIP, "slurm", what, "its partition does not exist (see its row)")
+    most = partition.max_gpus
+    detail = f"partition {partition.name}'s largest node has {most} GPUs"
+    if wanted <= most:
+        return Row(OK, "slurm", what, detail)
+    fix = (
+        f"set the profile's resources: gpu={most} (same results: gradient accumulation, docs/fidelity.md)"
+        if most
+        else f"partition {partition.name} has no GPUs: set slurm_partition"
+    )
+    return Row(FAIL, "slurm", what, detail, fix)
 
 
 def node_row(what: str, setting: str, value: str, partition: Partition | None) -> Row:
@@ -710,7 +741,10 @@ def run_checks(plan: Plan, profile: Path | None = None, cache: Path | None = Non
     results = plan.workdir / "results"
     rows.append(check_disk(results, output_bytes(plan), free_bytes(results)))
     if profile is not None:
-        rows += check_slurm(profile, [job.rule for job in plan.jobs])
+        gpus: dict[str, int] = {}
+        for job in plan.jobs:
+            gpus[job.rule] = max(gpus.get(job.rule, 0), int(job.resources.get("gpu", 0) or 0))
+        rows += check_slurm(profile, [job.rule for job in plan.jobs], gpus=gpus)
     return rows
 
 

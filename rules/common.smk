@@ -113,6 +113,17 @@ def setting_value(section, key):
     return fixed_signature(value)
 
 
+def setting_gpus(section):
+    """Resource function: the GPUs of the paper's run of the dataset's ``section`` setting (LoRA
+    8, classifiers 8; tiny 1), capped by the profile's ``resources: gpu=N`` (realfake.plan).
+    """
+
+    def gpus(wildcards):
+        return plan.stage_gpus(config, section, dataset_name(wildcards))
+
+    return fixed_signature(gpus)
+
+
 def inference_value(key):
     """Params function: one key of the inference settings of the dataset's model set."""
 
@@ -236,10 +247,10 @@ def experiment_index(wildcards):
 
 
 def train_launcher(wildcards, resources):
-    """``python`` for one GPU; with ``gpu=N`` > 1 allocated (a profile's set-resources),
-    ``torchrun`` with N processes on this node: realfake.train then runs data-parallel with the
-    recipe's batch_size per process, realfake.finetune with the setting's global batch_size
-    (docs/stages.md, "Multi-GPU")."""
+    """``python`` for one GPU; with ``gpu=N`` > 1 allocated (setting_gpus, capped by the
+    profile), ``torchrun`` with N processes on this node: realfake.train and realfake.finetune
+    then split the setting's global batch_size over them (docs/stages.md, "Multi-GPU").
+    """
     gpus = int(getattr(resources, "gpu", 1) or 1)
     return f"torchrun --standalone --nproc-per-node {gpus}" if gpus > 1 else "python"
 
@@ -279,11 +290,17 @@ def recipe_eval_batch(wildcards):
 # Resource functions (needs only; the cost table and arithmetic are in realfake/resources.py,
 # the work measures in realfake/plan.py). Snakemake calls them with the job's wildcards and
 # attempt: a retry asks for more.
-def mem_estimate(stage):
-    """Resource function: host memory (MB) of one ``stage`` job."""
+def mem_estimate(stage, data_parallel=None):
+    """Resource function: host memory (MB) of one ``stage`` job; ``data_parallel``: the setting
+    section whose paper GPUs run one process each (LoRA: a copy of the models per process).
+    """
 
     def mem(wildcards, attempt):
-        return plan.stage_memory(config, stage, dataset_name(wildcards), attempt)
+        dataset = dataset_name(wildcards)
+        processes = (
+            plan.stage_gpus(config, data_parallel, dataset) if data_parallel else 1
+        )
+        return plan.stage_memory(config, stage, dataset, attempt, processes)
 
     return fixed_signature(mem)
 

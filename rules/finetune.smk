@@ -15,8 +15,8 @@ rule finetune_lora:
         CONDA_ENV
     threads: 2
     resources:
-        gpu=1,
-        mem_mb=mem_estimate("finetune"),
+        gpu=setting_gpus("finetune"),
+        mem_mb=mem_estimate("finetune", data_parallel="finetune"),
         runtime=runtime_estimate("finetune"),
     params:
         rule="finetune_lora",

@@ -12,7 +12,7 @@ rule train_classifier:
         CONDA_ENV
     threads: 2
     resources:
-        gpu=1,
+        gpu=setting_gpus("recipes"),
         mem_mb=mem_estimate("train"),
         runtime=runtime_estimate("train"),
     params:

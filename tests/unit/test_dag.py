@@ -167,3 +167,38 @@ def test_samples_figure_plans_pass_0_shards_of_ours_and_the_baseline(tmp_path):
         "results/figures/samples_tiny_lp.png", "-d", str(tmp_path), "--configfile", str(REPO / "config.yaml")
     )
     assert variant["synthesize_shard"] == 6 and variant["figure_samples_variant"] == 1  # lp + base
+
+
+def training_launchers(*args: str) -> dict[str, set[str]]:
+    """{rule: {launcher}} of the LoRA and classifier jobs of a dry run with the SLURM profile."""
+    out = subprocess.run(
+        [str(SNAKEMAKE), "-n", "-p", "--profile", str(REPO / "profiles" / "slurm")]
+        + ["-s", str(REPO / "Snakefile"), "-d", str(REPO), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = out.stdout + out.stderr
+    launchers: dict[str, set[str]] = {}
+    for rule, launcher in re.findall(
+        r"REALFAKE_RULE=(finetune_lora|train_classifier) (python|torchrun --standalone --nproc-per-node \d+)",
+        out,
+    ):
+        launchers.setdefault(rule, set()).add(launcher)
+    return launchers
+
+
+def test_the_slurm_profile_asks_for_the_papers_gpus_and_a_site_cap_lowers_them():
+    eight = {"torchrun --standalone --nproc-per-node 8"}
+    assert training_launchers("results/in10_x1/metrics.json") == {
+        "finetune_lora": eight,
+        "train_classifier": eight,
+    }
+    two = {"torchrun --standalone --nproc-per-node 2"}
+    capped = training_launchers("results/in10_x1/metrics.json", "--resources", "gpu=2")
+    assert capped == {"finetune_lora": two, "train_classifier": two}
+    # the tiny world's settings have no micro-batch: one process
+    assert training_launchers("results/tiny_x1/metrics.json") == {
+        "finetune_lora": {"python"},
+        "train_classifier": {"python"},
+    }

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from realfake import plan
+from realfake.budget import paper_gpus
 from realfake.finetune import parse_args as finetune_parse_args
 from realfake.resources import runtime_minutes, stage_cost
 from realfake.synthesize import parse_args as synthesize_parse_args
@@ -125,6 +126,19 @@ def test_one_step_budget_for_planning_and_the_stage(config):
         32,
         config["finetune"]["tiny"]["resolution"],
     )
+
+
+def test_training_jobs_ask_for_the_papers_gpus_and_a_lora_job_memory_per_process(config):
+    # the paper's layouts: LoRA 8 x 8, classifiers 128 x 8 and IN-1K 512 x 8: one micro-batch per GPU
+    for dataset in ("in10", "in100", "in1k", "cub", "celeba-smiling"):
+        assert plan.stage_gpus(config, "finetune", dataset) == 8
+        assert plan.stage_gpus(config, "recipes", dataset) == 8
+    assert plan.stage_gpus(config, "finetune", "tiny") == plan.stage_gpus(config, "recipes", "tiny") == 1
+    one = plan.stage_memory(config, "finetune", "in10")
+    assert plan.stage_memory(config, "finetune", "in10", processes=8) == 8 * one
+    assert plan.stage_memory(config, "finetune", "in10", attempt=2, processes=8) == 16 * one
+    with pytest.raises(ValueError, match="micro_batch 24"):
+        paper_gpus(64, 24)
 
 
 def test_stage_items_and_runtime(config):

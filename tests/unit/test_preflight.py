@@ -362,6 +362,31 @@ def test_profile_settings_against_what_the_cluster_reports(tmp_path, monkeypatch
     )
 
 
+def test_training_jobs_of_the_papers_gpus_must_fit_a_node_or_the_profile_caps_them(tmp_path, monkeypatch):
+    fake_commands(
+        tmp_path / "bin",
+        scontrol="Slurmctld(primary) at head is UP",
+        sinfo="gpu*|gpu:a100:4(S:0-1)|a100\ngpu*|gpu:2|(null)\ncpu|(null)|(null)",
+    )
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    needs = {"finetune_lora": 8, "train_classifier": 8, "synthesize_shard": 1}
+    rules = list(needs)
+
+    def gpu_rows(folder: str, **settings) -> dict[str, preflight.Row]:
+        profile = write_profile(tmp_path / folder, **settings)
+        rows = preflight.check_slurm(profile, rules, gpus=needs)
+        return {row.what: row for row in rows if row.what.startswith("gpu=")}
+
+    (too_many,) = gpu_rows("p8", resources=["gpu=8"]).values()
+    assert too_many.what == "gpu=8 (2 rules)" and too_many.status == FAIL
+    assert too_many.detail == "partition gpu's largest node has 4 GPUs"
+    assert too_many.fix.startswith("set the profile's resources: gpu=4")
+    assert [r.status for r in gpu_rows("p4", resources=["gpu=4"]).values()] == [OK]
+    assert gpu_rows("p1", resources=["gpu=1"]) == {}  # one GPU per job: nothing more to fit
+    cpu = gpu_rows("cpu", resources=["gpu=8"], **{"default-resources": ["slurm_partition=cpu"]})
+    assert cpu["gpu=8 (2 rules)"].fix == "partition cpu has no GPUs: set slurm_partition"
+
+
 def test_a_partition_that_does_not_exist_on_the_real_cluster(tmp_path):
     if not shutil.which("sinfo") or subprocess.run(["scontrol", "ping"], capture_output=True).returncode:
         pytest.skip("no SLURM controller answers here")
