@@ -23,10 +23,13 @@ data order and random-number states are written to ``--state-dir/state.pt`` (by 
 resumed run ends with the same weights as an uninterrupted one.
 
 With ``--latent-cache`` (off by default: the paper encodes a random crop on the fly every epoch) the
-VAE posterior (mean, std) of every train image's centre crop is encoded once into
-``--state-dir/latents.safetensors`` (reused on resume, rebuilt when the VAE, resolution or train
-images change) and each step samples its latents from it, flipping mean and std where the pixels
-would have been flipped; the generator stream is the one of on-the-fly encoding (docs/fidelity.md).
+VAE posterior (mean, std) of every train image's centre crop is encoded once into chunk files
+``--state-dir/latents/chunk-NNNNN.safetensors`` of :data:`CHUNK_ROWS` table rows each, written
+atomically as they are encoded (the processes of a data-parallel run split the chunks); a chunk is
+reused on resume and re-encoded when missing, unreadable (torn) or made from another VAE,
+resolution or train rows. Each step reads only its micro-batch's rows from the chunks' memory maps
+and samples its latents from them, flipping mean and std where the pixels would have been flipped;
+the generator stream is the one of on-the-fly encoding (docs/fidelity.md).
 
 The output is a diffusers LoRA file, loaded for sampling with ``pipe.load_lora_weights(out)`` (the
 file path itself) or, equivalently, ``pipe.load_lora_weights(out.parent, weight_name=out.name)``.
@@ -69,7 +72,12 @@ log = logging.getLogger("realfake.finetune")
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 STATE_FILE = "state.pt"
-CACHE_FILE = "latents.safetensors"
+CACHE_DIR = "latents"
+#: The one-file latent cache of earlier versions (its whole content was loaded into memory): removed.
+OLD_CACHE_FILE = "latents.safetensors"
+#: Table rows per latent-cache chunk: 2048 x 128 KiB (fp32 mean and std of a 4x64x64 latent) = 256 MiB
+#: at 512 px, 626 chunks for IN-1K's 1.28 M train images; what a killed encoding loses at most.
+CHUNK_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -121,15 +129,19 @@ class Batch:
     posterior: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class LatentCache:
-    """VAE posterior mean and std ``[N,C,R/8,R/8]`` of the train table's centre crops, in table order."""
+    """The chunked latent cache of :func:`latent_cache`: VAE posterior mean and std ``[C,R/8,R/8]`` of
+    the train table's ``size`` centre crops, in table order, ``chunk_rows`` rows per file of
+    ``folder``. It holds no tensor: :meth:`rows` reads only the rows asked for."""
 
-    mean: torch.Tensor
-    std: torch.Tensor
+    folder: Path
+    size: int
+    chunk_rows: int
 
     def rows(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mean[positions], self.std[positions]
+        """Mean and std ``[len(positions),C,h,w]`` of the table rows at ``positions``."""
+        return read_rows(self.folder, self.size, self.chunk_rows, positions)
 
 
 def build_lora_unet(unet: torch.nn.Module, rank: int) -> list[torch.nn.Parameter]:
@@ -235,25 +247,69 @@ def make_batch(
     return Batch(pixels, prompts, guidance, posterior)
 
 
-def cache_identity(vae: torch.nn.Module, table: pd.DataFrame, resolution: int) -> dict[str, str]:
-    """What a latent cache was made from (its safetensors metadata): a hash of the VAE's weights,
-    the resolution, and a hash of the train images (ids and paths, in table order)."""
+def chunk_path(folder: Path, index: int) -> Path:
+    """File of chunk ``index`` of a latent cache folder."""
+    return folder / f"chunk-{index:05d}.safetensors"
+
+
+def chunk_ranges(n: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """The table rows ``[start, stop)`` of each chunk of a cache of ``n`` rows."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+    return [(start, min(start + chunk_rows, n)) for start in range(0, n, chunk_rows)]
+
+
+def vae_digest(vae: torch.nn.Module) -> str:
+    """Hex sha256 of the VAE's weights (names and bytes), the part of a chunk's identity they make."""
     weights = hashlib.sha256()
     for name, tensor in sorted(vae.state_dict().items()):
         weights.update(name.encode())
         weights.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    images = json.dumps([table["image_id"].tolist(), table["path"].tolist()]).encode()
+    return weights.hexdigest()
+
+
+def cache_identity(vae: str, table: pd.DataFrame, resolution: int, start: int, stop: int) -> dict[str, str]:
+    """What the chunk of table rows ``[start, stop)`` was made from (its safetensors metadata): the
+    VAE weights' digest (:func:`vae_digest`), the resolution, the row range and a hash of those rows'
+    image ids and paths; a change of the table re-encodes only the chunks whose rows changed."""
+    rows = table.iloc[start:stop]
+    images = json.dumps([rows["image_id"].tolist(), rows["path"].tolist()]).encode()
     return {
-        "vae": weights.hexdigest(),
+        "vae": vae,
         "resolution": str(resolution),
+        "rows": f"{start}:{stop}",
         "images": hashlib.sha256(images).hexdigest(),
     }
 
 
+def chunk_problem(path: Path, identity: dict[str, str], n_rows: int) -> str | None:
+    """Why the chunk ``path`` must be encoded (missing; unreadable, e.g. torn or truncated; made from
+    other inputs; not the mean and std of ``n_rows`` rows), or None when it can be used as it is.
+    Only the header is read: a chunk written by :func:`write_chunk` is whole or absent."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.exists():
+        return "missing"
+    try:
+        with safe_open(str(path), "pt") as fh:
+            made_from = fh.metadata() or {}
+            shapes = {key: fh.get_slice(key).get_shape() for key in fh.keys()}
+    except (SafetensorError, OSError) as err:
+        return f"unreadable, torn or truncated ({err})"
+    changed = sorted(
+        key for key in identity.keys() | made_from.keys() if identity.get(key) != made_from.get(key)
+    )
+    if changed:
+        return f"made from other {', '.join(changed)}"
+    if set(shapes) != {"mean", "std"} or shapes["mean"] != shapes["std"] or shapes["mean"][:1] != [n_rows]:
+        return f"holds {shapes}, not the mean and std of {n_rows} rows"
+    return None
+
+
 def encode_posteriors(
     vae: torch.nn.Module, table: pd.DataFrame, resolution: int, batch_size: int
-) -> LatentCache:
-    """The VAE posterior (mean, std) of each train image's centre crop, ``batch_size`` images at once."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE posterior (mean, std) of each of ``table``'s images' centre crop, ``batch_size`` at once."""
     means, stds = [], []
     with torch.no_grad():
         for start in range(0, len(table), batch_size):
@@ -262,7 +318,42 @@ def encode_posteriors(
             dist = vae.encode(pixels.to(vae.device)).latent_dist
             means.append(dist.mean.cpu())
             stds.append(dist.std.cpu())
-    return LatentCache(torch.cat(means), torch.cat(stds))
+    return torch.cat(means), torch.cat(stds)
+
+
+def write_chunk(path: Path, mean: torch.Tensor, std: torch.Tensor, identity: dict[str, str]) -> None:
+    """Write one chunk (fp32 mean and std, ``identity`` as metadata) atomically."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({"mean": mean.contiguous(), "std": std.contiguous()}, str(tmp), metadata=identity)
+
+
+def ensure_chunk(
+    vae: torch.nn.Module, identity: dict[str, str], table: pd.DataFrame, path: Path, batch_size: int
+) -> bool:
+    """Encode and write the chunk ``path`` of ``identity``'s rows unless it is valid; True if encoded."""
+    start, stop = (int(bound) for bound in identity["rows"].split(":"))
+    problem = chunk_problem(path, identity, stop - start)
+    if problem is None:
+        return False
+    log.info("%s: %s; encoding table rows %d-%d", path, problem, start, stop)
+    mean, std = encode_posteriors(vae, table.iloc[start:stop], int(identity["resolution"]), batch_size)
+    write_chunk(path, mean, std, identity)
+    return True
+
+
+def remove_stale_cache(state_dir: Path, n_chunks: int) -> list[Path]:
+    """Remove the chunks past the table's last (the table shrank) and the one-file cache of earlier
+    versions (:data:`OLD_CACHE_FILE`); returns what was removed."""
+    folder = state_dir / CACHE_DIR
+    numbered = {p: p.stem.removeprefix("chunk-") for p in folder.glob("chunk-*.safetensors")}
+    stale = [p for p, number in sorted(numbered.items()) if number.isdigit() and int(number) >= n_chunks]
+    stale += [state_dir / OLD_CACHE_FILE] if (state_dir / OLD_CACHE_FILE).exists() else []
+    for path in stale:
+        log.info("removing %s: not part of this table's latent cache", path)
+        path.unlink()
+    return stale
 
 
 def latent_cache(
@@ -271,34 +362,56 @@ def latent_cache(
     cfg: FinetuneConfig,
     state_dir: Path,
     world: distributed.World = distributed.SINGLE,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> LatentCache:
-    """The cache of ``state_dir``: reused when its metadata matches :func:`cache_identity`, else
-    encoded (by process 0, atomically; the others wait) and written."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
-
-    path = state_dir / CACHE_FILE
-    identity = cache_identity(models.vae, table, cfg.resolution)
+    """The chunked cache of ``state_dir``/latents: each chunk of ``chunk_rows`` table rows is reused
+    when valid (:func:`chunk_problem`), else encoded and written atomically (:func:`ensure_chunk`).
+    Process ``r`` of ``N`` looks after chunks r, r + N, r + 2N...: N-fold faster encoding. The
+    processes meet at a barrier after each round of one chunk each, so none waits longer than one
+    chunk's encoding (a collective's timeout is minutes; the whole encoding of IN-1K takes hours)."""
+    folder = state_dir / CACHE_DIR
+    ranges = chunk_ranges(len(table), chunk_rows)
+    vae = vae_digest(models.vae)
+    batch_size = accumulation(cfg.batch_size, cfg.micro_batch, world.size)[0]
     if world.is_main:
-        made_from = None
-        if path.exists():
-            with safe_open(path, "pt") as fh:
-                made_from = fh.metadata()
-        if made_from == identity:
-            log.info("latent cache %s reused", path)
-        else:
-            log.info("encoding the latent cache of %d images into %s", len(table), path)
-            cache = encode_posteriors(
-                models.vae,
-                table,
-                cfg.resolution,
-                accumulation(cfg.batch_size, cfg.micro_batch, world.size)[0],
-            )
-            with atomic_path(path) as tmp:
-                save_file({"mean": cache.mean, "std": cache.std}, tmp, metadata=identity)
-    distributed.barrier(world)
-    tensors = load_file(path)
-    return LatentCache(tensors["mean"], tensors["std"])
+        remove_stale_cache(state_dir, len(ranges))
+    encoded = 0
+    for first in range(0, len(ranges), world.size):
+        index = first + world.rank
+        if index < len(ranges):
+            identity = cache_identity(vae, table, cfg.resolution, *ranges[index])
+            encoded += ensure_chunk(models.vae, identity, table, chunk_path(folder, index), batch_size)
+        distributed.barrier(world)
+    log.info("latent cache %s: %d chunks, %d encoded by process %d", folder, len(ranges), encoded, world.rank)
+    return LatentCache(folder, len(table), chunk_rows)
+
+
+def read_rows(
+    folder: Path, size: int, chunk_rows: int, positions: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of the cache rows at ``positions``, each read alone from its chunk's memory map
+    (``safe_open(...).get_slice``): what is read is what the micro-batch needs, never a whole chunk."""
+    from safetensors import SafetensorError, safe_open
+
+    wanted: dict[int, list[int]] = {}
+    for position in positions:
+        if not 0 <= position < size:
+            raise IndexError(f"latent cache {folder} has {size} rows, not row {position}")
+        wanted.setdefault(position // chunk_rows, []).append(position)
+    read: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for index, rows in wanted.items():
+        path = chunk_path(folder, index)
+        try:
+            with safe_open(str(path), "pt") as fh:
+                mean, std = fh.get_slice("mean"), fh.get_slice("std")
+                for position in rows:
+                    local = position - index * chunk_rows
+                    read[position] = mean[local : local + 1], std[local : local + 1]
+        except (SafetensorError, OSError) as err:
+            raise RuntimeError(
+                f"latent cache chunk {path} cannot be read ({err}): rerun the job to re-encode it"
+            ) from err
+    return tuple(torch.cat([read[p][part] for p in positions]) for part in (0, 1))
 
 
 def batch_latents(vae: torch.nn.Module, batch: Batch, generator: torch.Generator) -> torch.Tensor:

@@ -132,3 +132,22 @@ def test_startup_counts_only_the_imports_beyond_the_libraries():
     )
     extra, top = startup.extra_imports(ready, libs)
     assert extra == pytest.approx(0.0023) and top == ["scipy.stats"]
+
+
+def test_latent_cache_costs_count_fp32_mean_and_std():
+    cache = load("latent_cache")
+    assert cache.bytes_per_image((4, 64, 64)) == 128 * 1024  # SD-1.5's latent of a 512 px image
+    assert cache.dataset_cost(1_281_167, 2048, 128 * 1024) == {
+        "chunks": 626,
+        "bytes": 167_925_121_024,
+        "chunk_bytes": 256 * 2**20,
+    }
+
+
+@pytest.mark.slow
+def test_latent_cache_script_runs_tiny():
+    result = load("latent_cache").main(
+        ["--images", "6", "--chunk-rows", "4", "--reads", "2", "--no-full-chunk"]
+    )
+    assert result["tiny"]["chunks"] == 2 and result["tiny"]["cache_bytes"] > 0
+    assert "512px" not in result and result["in1k"]["chunks"] == 626

@@ -296,7 +296,8 @@ def test_latent_cache_gives_the_latents_and_loss_of_on_the_fly_encoding(tiny_zoo
     prompts = ["photo of c"] * len(rows)
     fly = ft.Batch(pixels, prompts, guidance)
     cached = ft.Batch(None, prompts, guidance, cache.rows(positions))
-    assert cache.mean.shape == (len(table), 4, 8, 8) and (cache.std > 0).all()
+    mean, std = cache.rows(list(range(len(table))))
+    assert mean.shape == std.shape == (len(table), 4, 8, 8) and (std > 0).all()
     latents = [ft.batch_latents(models.vae, b, torch.Generator().manual_seed(3)) for b in (fly, cached)]
     assert torch.allclose(latents[0], latents[1], atol=1e-5)
     loss = [ft.training_step(models, b, cfg, torch.Generator().manual_seed(3))[0] for b in (fly, cached)]
@@ -307,12 +308,8 @@ def test_latent_cache_flip_is_drawn_as_for_pixels(tiny_inputs):
     """make_batch from the cache reads no image and flips the posterior where pixels would flip."""
     table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
     mean = torch.arange(8 * 4 * 2 * 2, dtype=torch.float32).reshape(8, 4, 2, 2)
-    cache = ft.LatentCache(mean, mean + 100)
     cfg = replace(CFG, crop="center", latent_cache=True)
-    positions = list(range(8))
-    batch = ft.make_batch(
-        table.iloc[positions], cfg, None, torch.Generator().manual_seed(0), cache.rows(positions)
-    )
+    batch = ft.make_batch(table, cfg, None, torch.Generator().manual_seed(0), (mean, mean + 100))
     flip = torch.rand(8, generator=torch.Generator().manual_seed(0)) < 0.5
     assert batch.pixels is None and flip.any() and not flip.all()
     assert torch.equal(batch.posterior[0][flip], mean[flip].flip(-1))
@@ -320,25 +317,211 @@ def test_latent_cache_flip_is_drawn_as_for_pixels(tiny_inputs):
     assert torch.equal(batch.posterior[1] - 100, batch.posterior[0])
 
 
+CHUNK = 3  # rows per chunk in these tests: the 8 train rows make chunks of rows 0-2, 3-5, 6-7
+CACHE_CFG = replace(CFG, crop="center", latent_cache=True)
+
+
+@pytest.fixture
+def cache_models(tiny_zoo) -> ft.SDModels:
+    return ft.load_models(str(tiny_zoo / "sd"), CACHE_CFG.rank, "cpu", CACHE_CFG.seed)
+
+
+def count_encodes(monkeypatch, vae: torch.nn.Module) -> list[int]:
+    """The number of images of each ``vae.encode`` call from now on."""
+    calls: list[int] = []
+    encode = vae.encode
+    monkeypatch.setattr(vae, "encode", lambda pixels: calls.append(len(pixels)) or encode(pixels))
+    return calls
+
+
+def all_rows(cache: ft.LatentCache) -> tuple[torch.Tensor, torch.Tensor]:
+    return cache.rows(list(range(cache.size)))
+
+
 def test_latent_cache_is_reused_and_rebuilt_when_the_resolution_changes(
-    tiny_zoo, tiny_inputs, tmp_path, monkeypatch
+    cache_models, tiny_inputs, tmp_path, monkeypatch
 ):
-    cfg = replace(CFG, crop="center", latent_cache=True)
-    models = ft.load_models(str(tiny_zoo / "sd"), cfg.rank, "cpu", cfg.seed)
     table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
-    first = ft.latent_cache(models, table, cfg, tmp_path)
-    encode = ft.encode_posteriors
-    with monkeypatch.context() as patch:
-        patch.setattr(ft, "encode_posteriors", lambda *a: pytest.fail("a matching cache was re-encoded"))
-        again = ft.latent_cache(models, table, cfg, tmp_path)  # what a resumed run does
-    assert torch.equal(first.mean, again.mean) and torch.equal(first.std, again.std)
-    calls = []
-    monkeypatch.setattr(ft, "encode_posteriors", lambda *a: calls.append(a) or encode(*a))
-    smaller = ft.latent_cache(models, table, replace(cfg, resolution=16), tmp_path)
-    assert len(calls) == 1 and smaller.mean.shape == (len(table), 4, 4, 4)
-    with safe_open(tmp_path / ft.CACHE_FILE, "pt") as fh:
-        assert fh.metadata()["resolution"] == "16"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [ft.CACHE_FILE]  # atomic: no leftovers
+    first = all_rows(ft.latent_cache(cache_models, table, CACHE_CFG, tmp_path, chunk_rows=CHUNK))
+    calls = count_encodes(monkeypatch, cache_models.vae)
+    again = all_rows(ft.latent_cache(cache_models, table, CACHE_CFG, tmp_path, chunk_rows=CHUNK))
+    assert calls == []  # what a resumed run does: every chunk reused
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    smaller = ft.latent_cache(
+        cache_models, table, replace(CACHE_CFG, resolution=16), tmp_path, chunk_rows=CHUNK
+    )
+    assert calls == [3, 3, 2] and all_rows(smaller)[0].shape == (len(table), 4, 4, 4)
+    folder = tmp_path / ft.CACHE_DIR
+    for index, rows in enumerate(["0:3", "3:6", "6:8"]):
+        with safe_open(ft.chunk_path(folder, index), "pt") as fh:
+            assert fh.metadata()["resolution"] == "16" and fh.metadata()["rows"] == rows
+    names = [f"chunk-0000{i}.safetensors" for i in range(3)]
+    assert sorted(p.name for p in folder.iterdir()) == names  # atomic: no leftovers
+
+
+def test_latent_cache_resumes_at_the_missing_chunk(cache_models, tiny_inputs, tmp_path, monkeypatch):
+    """A job killed while encoding keeps the chunks it wrote: the next one encodes only the rest."""
+    table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
+    calls = count_encodes(monkeypatch, cache_models.vae)
+    whole = all_rows(ft.latent_cache(cache_models, table, CACHE_CFG, tmp_path, chunk_rows=CHUNK))
+    assert calls == [3, 3, 2]  # batch size 4 > 3 rows: one encode call per chunk
+    ft.chunk_path(tmp_path / ft.CACHE_DIR, 1).unlink()
+    calls.clear()
+    resumed = all_rows(ft.latent_cache(cache_models, table, CACHE_CFG, tmp_path, chunk_rows=CHUNK))
+    assert calls == [3]  # rows 3-5 only
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, resumed, strict=True))
+
+
+def test_a_torn_chunk_is_re_encoded_and_unreadable_in_training(
+    cache_models, tiny_inputs, tmp_path, monkeypatch
+):
+    table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
+    cache = ft.latent_cache(cache_models, table, CACHE_CFG, tmp_path, chunk_rows=CHUNK)
+    whole = all_rows(cache)
+    chunk = ft.chunk_path(tmp_path / ft.CACHE_DIR, 2)
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])  # a cut copy, a torn write
+    with pytest.raises(RuntimeError, match=f"{chunk}.*rerun the job"):
+        cache.rows([1, 7])  # a chunk damaged after the start of training: an error naming it
+    assert cache.rows([1])[0].shape == (1, 4, 8, 8)  # the other chunks still read
+    calls = count_encodes(monkeypatch, cache_models.vae)
+    repaired = all_rows(ft.latent_cache(cache_models, table, CACHE_CFG, tmp_path, chunk_rows=CHUNK))
+    assert calls == [2]  # rows 6-7 only
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, repaired, strict=True))
+    identity = ft.cache_identity(ft.vae_digest(cache_models.vae), table, CACHE_CFG.resolution, 6, 8)
+    assert ft.chunk_problem(chunk, identity, 2) is None
+    chunk.write_bytes(b"not a safetensors file")
+    assert ft.chunk_problem(chunk, identity, 2).startswith("unreadable")
+
+
+def test_a_changed_identity_re_encodes_the_chunks_it_touches(
+    cache_models, tiny_inputs, tmp_path, monkeypatch
+):
+    """Another image in row 7 re-encodes its chunk only; a shorter table drops the chunks past its
+    end (and the one-file cache of earlier versions); other VAE weights re-encode every chunk."""
+    table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
+    (tmp_path / ft.OLD_CACHE_FILE).write_bytes(b"old")
+    ft.latent_cache(cache_models, table, CACHE_CFG, tmp_path, chunk_rows=CHUNK)
+    assert not (tmp_path / ft.OLD_CACHE_FILE).exists()
+    calls = count_encodes(monkeypatch, cache_models.vae)
+    other = table.copy()
+    other.loc[7, "path"] = table.loc[0, "path"]
+    cache = ft.latent_cache(cache_models, other, CACHE_CFG, tmp_path, chunk_rows=CHUNK)
+    assert calls == [2]
+    assert all(torch.allclose(a[1], a[0], atol=1e-6) for a in cache.rows([0, 7]))  # the same image
+    calls.clear()
+    ft.latent_cache(cache_models, other.iloc[:5], CACHE_CFG, tmp_path, chunk_rows=CHUNK)
+    assert calls == [2]  # rows 3-4: the chunk's rows changed; rows 0-2 reused
+    assert sorted(p.name for p in (tmp_path / ft.CACHE_DIR).iterdir()) == [
+        "chunk-00000.safetensors",
+        "chunk-00001.safetensors",
+    ]
+    calls.clear()
+    with torch.no_grad():
+        next(cache_models.vae.parameters()).add_(0.01)
+    ft.latent_cache(cache_models, other.iloc[:5], CACHE_CFG, tmp_path, chunk_rows=CHUNK)
+    assert calls == [3, 2]
+    reason = ft.chunk_problem(
+        ft.chunk_path(tmp_path / ft.CACHE_DIR, 0), ft.cache_identity("another vae", table, 32, 0, 3), 3
+    )
+    assert reason == "made from other vae"
+
+
+class RecordingOpen:
+    """``safetensors.safe_open`` that records the files opened and the rows each slice read, and
+    has no ``get_tensor``: a whole tensor cannot be read through it."""
+
+    def __init__(self, real, reads: list) -> None:
+        self.real, self.reads = real, reads
+
+    def __call__(self, path, framework):
+        recorder = self
+
+        class Handle:
+            def __enter__(self):
+                self.fh = recorder.real(path, framework).__enter__()
+                return self
+
+            def __exit__(self, *exc):
+                return self.fh.__exit__(*exc)
+
+            def get_slice(self, key):
+                whole = self.fh.get_slice(key)
+
+                class Slice:
+                    def __getitem__(self, index):
+                        recorder.reads.append((Path(path).name, key, index.start, index.stop))
+                        return whole[index]
+
+                return Slice()
+
+        return Handle()
+
+
+def test_latent_cache_holds_no_tensor_and_reads_only_the_rows_asked_for(
+    cache_models, tiny_inputs, tmp_path, monkeypatch
+):
+    import safetensors
+    import safetensors.torch
+
+    table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
+    cache = ft.latent_cache(cache_models, table, CACHE_CFG, tmp_path, chunk_rows=CHUNK)
+    whole = all_rows(cache)
+    assert not [v for v in vars(cache).values() if isinstance(v, torch.Tensor | list | tuple | dict)]
+    reads: list = []
+    monkeypatch.setattr(safetensors, "safe_open", RecordingOpen(safetensors.safe_open, reads))
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: pytest.fail("the whole cache loaded"))
+    mean, std = cache.rows([7, 1, 6])
+    assert torch.equal(mean, whole[0][[7, 1, 6]]) and torch.equal(std, whole[1][[7, 1, 6]])
+    assert sorted(reads) == sorted(
+        (f"chunk-0000{chunk}.safetensors", key, local, local + 1)
+        for chunk, local in ((2, 1), (0, 1), (2, 0))
+        for key in ("mean", "std")
+    )  # one row at a time, from chunks 0 and 2 only
+    with pytest.raises(IndexError, match="8 rows, not row 8"):
+        cache.rows([8])
+
+
+def cache_worker(rank: int, port: int, zoo: str, state_dir: str, inputs: dict) -> None:
+    """One of two processes (gloo) building the chunked cache: it records its encode calls and the
+    rows it reads back."""
+    from realfake import distributed
+
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank)}
+    os.environ.update({**env, "LOCAL_RANK": str(rank)})
+    torch.set_num_threads(1)
+    world = distributed.world_from_env()
+    distributed.start(world, "cpu")
+    models = ft.load_models(zoo, CACHE_CFG.rank, "cpu", CACHE_CFG.seed)
+    calls: list[int] = []
+    encode = models.vae.encode
+    models.vae.encode = lambda pixels: calls.append(len(pixels)) or encode(pixels)
+    table = ft.training_table(inputs["index"], inputs["captions"])
+    cache = ft.latent_cache(models, table, CACHE_CFG, Path(state_dir), world, chunk_rows=CHUNK)
+    mean, std = all_rows(cache)
+    torch.save(
+        {"calls": torch.tensor(calls), "mean": mean, "std": std}, Path(state_dir).parent / f"rank{rank}.pt"
+    )
+    distributed.stop(world)
+
+
+def test_two_processes_split_the_chunks(tiny_zoo, tiny_inputs, cache_models, tmp_path):
+    """Under torchrun, process r encodes chunks r, r + 2...: rank 0 chunks 0 and 2, rank 1 chunk 1;
+    each reads the whole cache afterwards, equal to one process's."""
+    import torch.multiprocessing as mp
+    from test_train_ddp import free_port
+
+    inputs = {"index": tiny_inputs["index"], "captions": tiny_inputs["captions"]}
+    args = (free_port(), str(tiny_zoo / "sd"), str(tmp_path / "two" / "state"), inputs)
+    mp.spawn(cache_worker, args=args, nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / "two" / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    # batches of the per-process micro-batch, 4 / 2: chunks of 3 rows take two encode calls
+    assert ranks[0]["calls"].tolist() == [2, 1, 2] and ranks[1]["calls"].tolist() == [2, 1]
+    table = ft.training_table(tiny_inputs["index"], tiny_inputs["captions"])
+    one = all_rows(ft.latent_cache(cache_models, table, CACHE_CFG, tmp_path / "one", chunk_rows=CHUNK))
+    for result in ranks:
+        assert torch.allclose(result["mean"], one[0], atol=1e-5) and torch.allclose(
+            result["std"], one[1], atol=1e-5
+        )
 
 
 def test_latent_cache_needs_centre_crop(tiny_inputs, tiny_zoo, tmp_path):
