@@ -81,11 +81,20 @@ class SlurmRun:
     seconds: float
 
 
+def log_tail(workdir: Path, chars: int = 5000) -> str:
+    """The end of Snakemake's log and of every job log: what an assertion message should show."""
+    logs = [workdir / "snakemake.log", *sorted(workdir.glob("results/logs/**/*.log"))]
+    return "\n".join(f"== {path.relative_to(workdir)}\n{path.read_text(errors='replace')[-chars:]}"
+                     for path in logs if path.is_file())  # fmt: skip
+
+
 def cancel_lora_after_checkpoint(workdir: Path, proc: subprocess.Popen) -> str:
     """Wait for the LoRA job's first checkpoint, then `scancel` that SLURM job; its id."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while not any(workdir.glob("results/tiny/lora/*/state/state.pt")):
-        assert proc.poll() is None, "the run ended before the LoRA job wrote a checkpoint"
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (exit {proc.returncode}) before the LoRA job wrote a checkpoint:\n"
+                        + log_tail(workdir))  # fmt: skip
         assert time.monotonic() < deadline, "no LoRA checkpoint appeared"
         time.sleep(0.05)
     running = [jid for jid, job in slurm_jobs().items()

@@ -35,12 +35,31 @@ def test_groups_name_existing_rules_and_every_group_has_a_size():
 
 def test_set_resources_name_existing_rules_and_signal_before_the_shortest_limit():
     rules = set(re.findall(r"^rule (\w+):", rules_text(), re.M))
+    signalled = set()
     for item in profile()["set-resources"]:
         rule, setting = item.split(":", 1)
         assert rule in rules, item
-        lead = re.search(r"--signal=USR1@(\d+)", setting)
-        # a lead as long as the time limit signals the job the moment it starts
-        assert lead and int(lead.group(1)) < MIN_RUNTIME_MIN * 60, item
+        if setting.startswith("slurm_extra="):
+            lead = re.search(r"--signal=USR1@(\d+)", setting)
+            # a lead as long as the time limit signals the job the moment it starts
+            assert lead and int(lead.group(1)) < MIN_RUNTIME_MIN * 60, item
+            signalled.add(rule)
+    assert signalled == {"finetune_lora", "train_classifier"}
+
+
+def test_a_group_job_runs_its_shards_one_after_another_on_one_gpu():
+    """Snakemake lays a group's independent jobs side by side as far as the profile's `resources`
+    allow and asks SLURM for the sum: every grouped rule must take the one `shard_slot` of a SLURM
+    job, scoped local (per submitted job, not the whole run), or a group of N shards asks for N
+    GPUs (the cap is gpu=8 for the training jobs) and a node with fewer refuses it."""
+    conf = profile()
+    limits = dict(item.split("=") for item in conf["resources"])
+    scopes = dict(item.split("=") for item in conf["set-resource-scopes"])
+    assert limits["shard_slot"] == "1" and scopes["shard_slot"] == scopes["gpu"] == "local"
+    grouped = {item.split("=")[0] for item in conf["groups"]}
+    settings = (item.split(":", 1) for item in conf["set-resources"])
+    slots = {rule: setting.split("=")[1] for rule, setting in settings if setting.startswith("shard_slot=")}
+    assert slots == dict.fromkeys(grouped, "1")
 
 
 def install(xdg: Path, *args: str) -> subprocess.CompletedProcess:
