@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import json
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -70,8 +71,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def seed_worker(worker_id: int) -> None:
-    """torch seeds ``random`` in workers but not numpy, which RandAugment and Mixup use."""
+def init_worker(worker_id: int) -> None:
+    """Prepare a DataLoader worker. SLURM sends SIGTERM/SIGUSR1 to the whole process group: only the
+    main process reacts (:class:`StopFlag`: it saves the state at the next step and shuts the workers
+    down), so a worker ignores them; torch's own SIGTERM handler would kill it, and the run would crash
+    on the dead worker instead of exiting resumably. torch seeds ``random`` in workers but not numpy,
+    which RandAugment and Mixup use."""
+    for sig in StopFlag.SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     np.random.seed(torch.initial_seed() % 2**32)
 
 
@@ -99,7 +106,7 @@ def epoch_loader(
         num_workers=workers,
         drop_last=True,  # as timm: Mixup needs even batches, and no tiny last batch skews BatchNorm
         pin_memory=torch.cuda.is_available(),
-        worker_init_fn=seed_worker,
+        worker_init_fn=init_worker,
         generator=torch.Generator().manual_seed(epoch_seed + RANK_SEED_STRIDE * world.rank),
     )
 

@@ -273,6 +273,30 @@ def test_resume_equals_uninterrupted_run(tiny, monkeypatch, call, sig, saved_at)
     ]
 
 
+class SignalledInWorker(torch.utils.data.Dataset):
+    """Eight numbers; a DataLoader worker that reads item 3 receives ``sig`` first, as when SLURM
+    signals the whole process group of the job."""
+
+    def __init__(self, sig: signal.Signals) -> None:
+        self.sig = sig
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> int:
+        if i == 3 and torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), self.sig)
+        return i
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_data_loader_workers_ignore_the_stop_signals(sig):
+    """Only the main process reacts to SIGTERM/SIGUSR1 (it saves the state and exits 75): a worker
+    killed by one would make the loader raise instead."""
+    loader = train.epoch_loader(SignalledInWorker(sig), 2, 2, seed=0, epoch=0, skip_steps=0, workers=2)
+    assert sorted(int(i) for batch in loader for i in batch) == list(range(8))
+
+
 def test_labels_beyond_num_classes_are_refused(tiny):
     argv = train_argv(tiny, BASE_RECIPE, "bad")
     argv[argv.index("--num-classes") + 1] = "2"
