@@ -20,12 +20,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from realfake import provenance
 from realfake.conditioning import ImageEmbeddings
 from realfake.index import iter_image_batches, read_index
-from realfake.io import atomic_path, load_weights_only, set_offline
+from realfake.io import atomic_path, canonical_safetensors, load_weights_only, set_offline
 from realfake.models import check_guidance_width, load_clip_vision, resolve_device, resolve_dtype
 from realfake.shards import add_shard_job_arguments, shard_rows
 
@@ -83,7 +82,7 @@ def save_shard(out: Path, embeds: torch.Tensor, labels: torch.Tensor, image_ids:
     """Write one embedding shard atomically (image ids as JSON in the safetensors metadata)."""
     with atomic_path(out) as tmp:
         tensors = {"embeds": embeds.float().contiguous(), "labels": labels.long().contiguous()}
-        save_file(tensors, str(tmp), metadata={"image_ids": json.dumps(image_ids)})
+        canonical_safetensors(tensors, tmp, {"image_ids": json.dumps(image_ids)})
 
 
 def load_shard(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:

@@ -38,14 +38,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from realfake import distributed, provenance
 from realfake.budget import accumulation
 from realfake.distributed import SINGLE, World
-from realfake.io import atomic_path, load_weights_only, set_aside, set_offline
+from realfake.io import atomic_path, canonical_safetensors, load_weights_only, set_aside, set_offline
 from realfake.models import create_classifier, resolve_device
 from realfake.recipes import (
     ImageBytesDataset,
@@ -327,10 +326,9 @@ def recipe_fingerprint(recipe: Recipe) -> str:
 
 
 def save_classifier(path: str | Path, model: torch.nn.Module, metadata: dict[str, str]) -> None:
-    """Write the state dict with string metadata as safetensors, atomically."""
-    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    """Write the state dict with string metadata as safetensors, atomically and byte-stable."""
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        canonical_safetensors(model.state_dict(), tmp, metadata)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -228,6 +228,14 @@ def test_train_writes_loadable_checkpoint(tiny, capsys):
     assert [r["step"] for r in read_log(tiny["tmp"] / "run" / "state" / LOG_FILE)] == list(range(1, 13))
 
 
+def test_classifier_bytes_do_not_depend_on_the_metadata_order(tmp_path):
+    model = create_classifier(TINY_ARCH, 3, TINY_ARGS)
+    metadata = {key: "{}" for key in ("arch", "num_classes", "model_args", "recipe", "eval_transform")}
+    train.save_classifier(tmp_path / "a.safetensors", model, metadata)
+    train.save_classifier(tmp_path / "b.safetensors", model, dict(reversed(metadata.items())))
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+
+
 def interrupt_at(monkeypatch, call: int, sig: signal.Signals) -> None:
     """Make the ``call``-th image read (1-based) deliver ``sig`` to this process, as SLURM would."""
     read, calls = recipes.ImageBytesDataset.__getitem__, []
