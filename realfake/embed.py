@@ -24,7 +24,7 @@ from safetensors import safe_open
 from realfake import provenance
 from realfake.conditioning import ImageEmbeddings
 from realfake.index import iter_image_batches, read_index
-from realfake.io import atomic_path, canonical_safetensors, load_weights_only, set_offline
+from realfake.io import atomic_path, canonical_safetensors, load_weights_only, save_torch, set_offline
 from realfake.models import check_guidance_width, load_clip_vision, resolve_device, resolve_dtype
 from realfake.shards import add_shard_job_arguments, shard_rows
 
@@ -119,9 +119,10 @@ def merge_shards(paths: list[Path], only: set[str] | None = None) -> tuple[torch
 
 
 def save_means(out: Path, means: torch.Tensor, counts: torch.Tensor) -> None:
-    """torch.save the means atomically, after checking the file loads with ``weights_only=True``."""
+    """Save the means atomically (:func:`realfake.io.save_torch`), after checking the file loads with
+    ``weights_only=True``."""
     with atomic_path(out) as tmp:
-        torch.save({"means": means.float().contiguous(), "counts": counts.long()}, tmp)
+        save_torch({"means": means.float().contiguous(), "counts": counts.long()}, tmp)
         loaded = torch.load(tmp, weights_only=True)
         if not torch.equal(loaded["means"], means.float()):
             raise EmbeddingError(f"{out}: class means do not round-trip through torch.load")

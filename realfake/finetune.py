@@ -67,6 +67,7 @@ from realfake.io import (
     canonical_safetensors,
     load_weights_only,
     safetensors_metadata,
+    save_torch,
     set_aside,
     set_offline,
 )
@@ -536,7 +537,7 @@ def save_state(trainer: Trainer, cfg: FinetuneConfig, state_dir: Path) -> None:
     """Write the resumable state atomically (process 0; the others wait until it is written)."""
     if trainer.world.is_main:
         with atomic_path(state_dir / STATE_FILE) as tmp:
-            torch.save(trainer.state_dict(cfg), tmp)
+            save_torch(trainer.state_dict(cfg), tmp)
     distributed.barrier(trainer.world)
 
 

@@ -241,6 +241,17 @@ def load_weights_only(path: str | os.PathLike, what: str = "checkpoint") -> Any:
         ) from err
 
 
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj)`` to ``path`` (an :func:`atomic_path` temporary) through an open file, so
+    that the bytes are the same whatever the file's name: given a path, torch names the archive's
+    records after the file (``<name>/data.pkl``), and a temporary's name is random; given a file
+    object, it names them ``archive/``. Loads with :func:`load_weights_only` as before."""
+    import torch
+
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
 #: torch dtype -> safetensors dtype, in the order the library lays tensors out (wider first)
 SAFETENSORS_DTYPES = {
     "uint64": "U64", "int64": "I64", "float64": "F64", "float32": "F32", "uint32": "U32", "int32": "I32",

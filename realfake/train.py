@@ -44,7 +44,14 @@ from tqdm import tqdm
 from realfake import distributed, provenance
 from realfake.budget import accumulation
 from realfake.distributed import SINGLE, World
-from realfake.io import atomic_path, canonical_safetensors, load_weights_only, set_aside, set_offline
+from realfake.io import (
+    atomic_path,
+    canonical_safetensors,
+    load_weights_only,
+    save_torch,
+    set_aside,
+    set_offline,
+)
 from realfake.models import create_classifier, resolve_device
 from realfake.recipes import (
     ImageBytesDataset,
@@ -197,7 +204,7 @@ class Trainer:
             **({"rng_ranks": rngs} if self.world.size > 1 else {}),
         }
         with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+            save_torch(state, tmp)
         distributed.barrier(self.world)
 
     def load(self, state: dict, path: Path, fingerprint: str) -> tuple[int, int]:

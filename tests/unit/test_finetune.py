@@ -164,6 +164,8 @@ def test_train_moves_lora_and_file_reloads_exactly(tiny_zoo, tiny_inputs, tmp_pa
     assert any(not torch.equal(before[n], after[n]) for n in before)
     assert all(torch.equal(p, frozen[n]) for n, p in models.unet.named_parameters() if "lora" not in n)
     assert [json.loads(line)["step"] for line in (tmp_path / ft.LOG_FILE).read_text().splitlines()] == [1, 2]
+    ft.save_state(trainer, CFG, tmp_path / "again")  # the same state, another temporary name
+    assert (tmp_path / "again" / ft.STATE_FILE).read_bytes() == (tmp_path / ft.STATE_FILE).read_bytes()
 
     out = tmp_path / "lora" / "lora.safetensors"
     ft.save_lora(models.unet, out)

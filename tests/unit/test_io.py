@@ -131,9 +131,20 @@ def test_canonical_safetensors_bytes_depend_on_the_contents_not_on_the_order_giv
         io.canonical_safetensors(tensors, paths[1], {"num_classes": 3})
 
 
+def test_save_torch_bytes_do_not_depend_on_the_file_name(tmp_path):
+    """``torch.save`` to a path names the archive's records after the file (an atomic_path temporary)."""
+    state = {"model": {"w": torch.arange(6.0).view(2, 3)}, "step": 3, "rng": {"torch": torch.get_rng_state()}}
+    for name in ("state.pt", "other-name.pt"):
+        with io.atomic_path(tmp_path / name) as tmp:
+            io.save_torch(state, tmp)
+    assert (tmp_path / "state.pt").read_bytes() == (tmp_path / "other-name.pt").read_bytes()
+    loaded = io.load_weights_only(tmp_path / "other-name.pt")
+    assert loaded["step"] == 3 and torch.equal(loaded["model"]["w"], state["model"]["w"])
+
+
 def test_stages_write_tensors_only_through_the_byte_stable_writers():
     """A killed and resumed run must leave the bytes of an undisturbed one (issue 18)."""
-    direct = re.compile(r"\bsave_file\(")
+    direct = re.compile(r"\bsave_file\(|\btorch\.save\(")
     calls = [
         f"{path.name}:{number}"
         for path in sorted(REALFAKE.glob("*.py"))

@@ -236,6 +236,14 @@ def test_classifier_bytes_do_not_depend_on_the_metadata_order(tmp_path):
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
 
 
+def test_training_state_bytes_do_not_depend_on_the_temporary_name(tmp_path):
+    recipe = recipes.parse_recipe(BASE_RECIPE)
+    trainer = train.Trainer(create_classifier(TINY_ARCH, 3, TINY_ARGS), recipe, torch.device("cpu"))
+    for run in ("a", "b"):
+        trainer.save(tmp_path / run / "state.pt", epoch=1, step=2, fingerprint="f")
+    assert (tmp_path / "a" / "state.pt").read_bytes() == (tmp_path / "b" / "state.pt").read_bytes()
+
+
 def interrupt_at(monkeypatch, call: int, sig: signal.Signals) -> None:
     """Make the ``call``-th image read (1-based) deliver ``sig`` to this process, as SLURM would."""
     read, calls = recipes.ImageBytesDataset.__getitem__, []
