@@ -73,7 +73,7 @@ from realfake.io import (
 )
 from realfake.losses import MMD_KINDS, MMDSettings, min_snr_weights, realfake_loss, snr
 from realfake.models import load_sd_components, resolve_device
-from realfake.resume import EXIT_RESUMABLE, StopFlag, rng_state, set_rng_state
+from realfake.resume import EXIT_RESUMABLE, StopFlag, rng_state, seed_everything, set_rng_state
 from realfake.trainlog import LOG_FILE, TrainLog, keep_until
 
 log = logging.getLogger("realfake.finetune")
@@ -735,6 +735,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @provenance.stage(inputs=("index", "captions", "class_means", "image_embeddings", "model"))
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    seed_everything(args.seed)  # torch, numpy and random; the training draws use keyed generators
     world = distributed.world_from_env()  # torchrun: one process per GPU
     state = saved_state(args.state_dir)
     set_offline()

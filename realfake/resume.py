@@ -49,6 +49,14 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and random: whatever draws from their global streams (model and LoRA init,
+    a library's own draws) draws the same in every run with this seed."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def seed_from_key(*key: int, cuda: bool = True) -> None:
     """Seed ``random``, numpy and torch (its CUDA generators too, unless ``cuda`` is False) from
     ``key``, non-negative integers mixed by ``np.random.SeedSequence`` into 64 bits: what they draw

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import random
 import signal
 import sys
 import time
@@ -67,19 +66,20 @@ from realfake.recipes import (
     real_table,
     scan_shards,
 )
-from realfake.resume import EXIT_RESUMABLE, StopFlag, rng_state, seed_from_key, seeded, set_rng_state
+from realfake.resume import (
+    EXIT_RESUMABLE,
+    StopFlag,
+    rng_state,
+    seed_everything,
+    seed_from_key,
+    seeded,
+    set_rng_state,
+)
 from realfake.trainlog import LOG_FILE, TrainLog, keep_until
 
 # Second entry of every RNG key (after the seed): what the draws are for (realfake.resume.seed_from_key)
 SAMPLE_DRAWS = 0  # a sample's augmentation: (seed, SAMPLE_DRAWS, epoch, index)
 BATCH_DRAWS = 1  # a micro-batch's Mixup/CutMix and drop-path: (seed, BATCH_DRAWS, epoch, step, micro)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch, numpy and random (model init, augmentation, mixup and drop-path draw from them)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def init_worker(worker_id: int) -> None:

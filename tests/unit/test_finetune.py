@@ -200,6 +200,30 @@ def finetune_argv(inputs: dict, zoo, out, state_dir) -> list[str]:
     ]  # fmt: skip
 
 
+def test_every_global_rng_is_seeded_from_the_seed(tiny_inputs, tmp_path, monkeypatch):
+    """What draws from torch's, numpy's or Python's global stream (a library's initialisation, say)
+    draws the same in every run of the same settings, whatever ran before in the process."""
+    import random
+
+    class Drawn(Exception):
+        pass
+
+    def draw(*args, **kwargs):
+        raise Drawn((torch.rand(1).item(), np.random.random(), random.random()))
+
+    monkeypatch.setattr(ft, "load_models", draw)
+    argv = finetune_argv(tiny_inputs, tmp_path, tmp_path / "lora.safetensors", tmp_path / "state")
+    draws = []
+    for before in (1, 2):  # what the process drew before
+        torch.manual_seed(before)
+        np.random.seed(before)
+        random.seed(before)
+        with pytest.raises(Drawn) as drawn:
+            ft.main([*argv, "--no-visual-guidance"])
+        draws.append(drawn.value.args[0])
+    assert draws[0] == draws[1]
+
+
 def test_resumed_run_equals_uninterrupted(tiny_zoo, tiny_inputs, tmp_path, monkeypatch, caplog):
     ft.main(finetune_argv(tiny_inputs, tiny_zoo, tmp_path / "straight.safetensors", tmp_path / "s1"))
 
