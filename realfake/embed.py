@@ -20,12 +20,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from realfake import provenance
 from realfake.conditioning import ImageEmbeddings
 from realfake.index import iter_image_batches, read_index
-from realfake.io import atomic_path, load_weights_only, set_offline
+from realfake.io import atomic_path, canonical_safetensors, load_weights_only, save_torch, set_offline
 from realfake.models import check_guidance_width, load_clip_vision, resolve_device, resolve_dtype
 from realfake.shards import add_shard_job_arguments, shard_rows
 
@@ -83,7 +82,7 @@ def save_shard(out: Path, embeds: torch.Tensor, labels: torch.Tensor, image_ids:
     """Write one embedding shard atomically (image ids as JSON in the safetensors metadata)."""
     with atomic_path(out) as tmp:
         tensors = {"embeds": embeds.float().contiguous(), "labels": labels.long().contiguous()}
-        save_file(tensors, str(tmp), metadata={"image_ids": json.dumps(image_ids)})
+        canonical_safetensors(tensors, tmp, {"image_ids": json.dumps(image_ids)})
 
 
 def load_shard(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -120,9 +119,10 @@ def merge_shards(paths: list[Path], only: set[str] | None = None) -> tuple[torch
 
 
 def save_means(out: Path, means: torch.Tensor, counts: torch.Tensor) -> None:
-    """torch.save the means atomically, after checking the file loads with ``weights_only=True``."""
+    """Save the means atomically (:func:`realfake.io.save_torch`), after checking the file loads with
+    ``weights_only=True``."""
     with atomic_path(out) as tmp:
-        torch.save({"means": means.float().contiguous(), "counts": counts.long()}, tmp)
+        save_torch({"means": means.float().contiguous(), "counts": counts.long()}, tmp)
         loaded = torch.load(tmp, weights_only=True)
         if not torch.equal(loaded["means"], means.float()):
             raise EmbeddingError(f"{out}: class means do not round-trip through torch.load")

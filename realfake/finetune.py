@@ -62,10 +62,18 @@ from realfake.conditioning import (
     select_guidance,
 )
 from realfake.embed import load_guidance, load_image_guidance
-from realfake.io import atomic_path, load_weights_only, set_aside, set_offline
+from realfake.io import (
+    atomic_path,
+    canonical_safetensors,
+    load_weights_only,
+    safetensors_metadata,
+    save_torch,
+    set_aside,
+    set_offline,
+)
 from realfake.losses import MMD_KINDS, MMDSettings, min_snr_weights, realfake_loss, snr
 from realfake.models import load_sd_components, resolve_device
-from realfake.resume import EXIT_RESUMABLE, StopFlag, rng_state, set_rng_state
+from realfake.resume import EXIT_RESUMABLE, StopFlag, rng_state, seed_everything, set_rng_state
 from realfake.trainlog import LOG_FILE, TrainLog, keep_until
 
 log = logging.getLogger("realfake.finetune")
@@ -323,10 +331,8 @@ def encode_posteriors(
 
 def write_chunk(path: Path, mean: torch.Tensor, std: torch.Tensor, identity: dict[str, str]) -> None:
     """Write one chunk (fp32 mean and std, ``identity`` as metadata) atomically."""
-    from safetensors.torch import save_file
-
     with atomic_path(path) as tmp:
-        save_file({"mean": mean.contiguous(), "std": std.contiguous()}, str(tmp), metadata=identity)
+        canonical_safetensors({"mean": mean, "std": std}, tmp, identity)
 
 
 def ensure_chunk(
@@ -531,7 +537,7 @@ def save_state(trainer: Trainer, cfg: FinetuneConfig, state_dir: Path) -> None:
     """Write the resumable state atomically (process 0; the others wait until it is written)."""
     if trainer.world.is_main:
         with atomic_path(state_dir / STATE_FILE) as tmp:
-            torch.save(trainer.state_dict(cfg), tmp)
+            save_torch(trainer.state_dict(cfg), tmp)
     distributed.barrier(trainer.world)
 
 
@@ -633,10 +639,13 @@ def train(
 
 
 def save_lora(unet: torch.nn.Module, out: Path) -> None:
-    """Write the UNet's LoRA as a diffusers LoRA safetensors file (with its adapter config), atomically."""
+    """Write the UNet's LoRA as a diffusers LoRA safetensors file (with its adapter config), atomically.
+    diffusers writes it through safetensors, whose metadata order changes from process to process;
+    the file is written again, byte-stable (:func:`realfake.io.canonical_safetensors`)."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
 
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     metadata = unet.peft_config["default"].to_dict()
@@ -645,7 +654,8 @@ def save_lora(unet: torch.nn.Module, out: Path) -> None:
         StableDiffusionPipeline.save_lora_weights(
             folder, unet_lora_layers=layers, safe_serialization=True, unet_lora_adapter_metadata=metadata
         )
-        Path(folder, "pytorch_lora_weights.safetensors").replace(tmp)
+        written = Path(folder, "pytorch_lora_weights.safetensors")
+        canonical_safetensors(load_file(written), tmp, safetensors_metadata(written, "LoRA"))
 
 
 def bandwidth_base(value: str) -> float | None:
@@ -725,6 +735,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @provenance.stage(inputs=("index", "captions", "class_means", "image_embeddings", "model"))
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    seed_everything(args.seed)  # torch, numpy and random; the training draws use keyed generators
     world = distributed.world_from_env()  # torchrun: one process per GPU
     state = saved_state(args.state_dir)
     set_offline()

@@ -15,10 +15,11 @@ import os
 import pickle
 import shutil
 import socket
+import struct
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,64 @@ def load_weights_only(path: str | os.PathLike, what: str = "checkpoint") -> Any:
         raise UnsafeFileError(
             f"{what} {path} is empty, truncated or not a torch file ({type(err).__name__}: {err})"
         ) from err
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj)`` to ``path`` (an :func:`atomic_path` temporary) through an open file, so
+    that the bytes are the same whatever the file's name: given a path, torch names the archive's
+    records after the file (``<name>/data.pkl``), and a temporary's name is random; given a file
+    object, it names them ``archive/``. Loads with :func:`load_weights_only` as before."""
+    import torch
+
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
+#: torch dtype -> safetensors dtype, in the order the library lays tensors out (wider first)
+SAFETENSORS_DTYPES = {
+    "uint64": "U64", "int64": "I64", "float64": "F64", "float32": "F32", "uint32": "U32", "int32": "I32",
+    "bfloat16": "BF16", "float16": "F16", "uint16": "U16", "int16": "I16", "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2": "F8_E5M2", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+}  # fmt: skip
+
+
+def canonical_safetensors(
+    tensors: Mapping[str, Any], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
+) -> None:
+    """Write ``tensors`` (torch tensors or numpy arrays) and the string ``metadata`` to ``path`` (an
+    :func:`atomic_path` temporary) as a safetensors file whose bytes are a function of the names,
+    values and metadata alone: the library's writer puts the metadata in hash-map order, which
+    changes from process to process. Otherwise the bytes are the library's: an 8-byte little-endian
+    header length, the header as compact JSON (``__metadata__``, here with sorted keys, then the
+    tensors by dtype in :data:`SAFETENSORS_DTYPES` order, so every tensor starts aligned, and name)
+    padded with spaces to a multiple of 8 bytes, then the tensors' bytes in that order."""
+    import torch
+
+    if metadata is not None and not all(isinstance(v, str) for kv in metadata.items() for v in kv):
+        raise TypeError(f"safetensors metadata must map strings to strings: {dict(metadata)}")
+    flat = {name: torch.as_tensor(value).detach().cpu().contiguous() for name, value in tensors.items()}
+    dtypes = {name: str(tensor.dtype).removeprefix("torch.") for name, tensor in flat.items()}
+    unknown = sorted(set(dtypes.values()) - SAFETENSORS_DTYPES.keys())
+    if unknown:
+        raise TypeError(f"safetensors has no dtype for {unknown}")
+    order = list(SAFETENSORS_DTYPES)
+    names = sorted(flat, key=lambda name: (order.index(dtypes[name]), name))
+    header: dict[str, Any] = {} if metadata is None else {"__metadata__": dict(sorted(metadata.items()))}
+    start = 0
+    for name in names:
+        end = start + flat[name].nbytes
+        header[name] = {
+            "dtype": SAFETENSORS_DTYPES[dtypes[name]],
+            "shape": list(flat[name].shape),
+            "data_offsets": [start, end],
+        }
+        start = end
+    encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(encoded)) + encoded)
+        for name in names:
+            fh.write(flat[name].reshape(-1).view(torch.uint8).numpy())
 
 
 def safetensors_metadata(path: str | os.PathLike, what: str = "weights") -> dict[str, str]:

@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.stats
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 from scipy.special import logsumexp
 
 from realfake import provenance
-from realfake.io import atomic_path, write_json
+from realfake.io import atomic_path, canonical_safetensors, write_json
 from realfake.shards import add_inference_arguments
 
 ATTACKS = ("online", "online_fixed_variance", "offline", "offline_fixed_variance", "global_threshold")
@@ -356,7 +356,7 @@ def logits_command(args: argparse.Namespace) -> None:
     logits = query_logits(model.to(resolve_device(args.device)), loader)
     tensors = {"logits": logits, "labels": np.asarray(table.label, dtype=np.int64)}
     with atomic_path(args.out) as tmp:
-        save_file(tensors, str(tmp), metadata={"queries": ",".join(QUERIES)})
+        canonical_safetensors(tensors, tmp, {"queries": ",".join(QUERIES)})
     print(f"logits {logits.shape} of {args.checkpoint}")
 
 

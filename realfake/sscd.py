@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from torchvision import transforms
 from tqdm import tqdm
@@ -34,6 +34,7 @@ from realfake import provenance
 from realfake.io import (
     UnsafeFileError,
     atomic_path,
+    canonical_safetensors,
     safetensors_metadata,
     set_offline,
     sha256_file,
@@ -316,9 +317,8 @@ def describe(args: argparse.Namespace, model: torch.nn.Module, transform) -> Non
         "transform": json.dumps({"resize": args.resize, "square": args.square}),
     }
     with atomic_path(args.out) as tmp:
-        save_file(
-            {"descriptors": descriptors.contiguous(), "labels": torch.as_tensor(table.label)}, tmp, metadata
-        )
+        tensors = {"descriptors": descriptors, "labels": torch.as_tensor(table.label)}
+        canonical_safetensors(tensors, tmp, metadata)
     print(f"{len(descriptors)} real descriptors of width {descriptors.shape[1]}")
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from realfake import provenance
-from realfake.io import atomic_path, set_offline
+from realfake.io import atomic_path, canonical_safetensors, set_offline
 from realfake.tinycorpus import vocabulary
 
 #: Words the tiny BLIP-2 tokenizer knows: those of the pretraining corpus's captions.
@@ -321,7 +321,6 @@ def build_blip2(out: Path, sizes: TinySizes) -> None:
 def build_classifier(out: Path, num_classes: int) -> None:
     """A tiny timm ResNet (BasicBlock, one block per stage) saved as timm config + safetensors."""
     import timm
-    from safetensors.torch import save_file
 
     model_args = {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128], "stem_width": 16}
     torch.manual_seed(3)
@@ -329,7 +328,7 @@ def build_classifier(out: Path, num_classes: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     config = {"architecture": "resnet18", "num_classes": num_classes, "model_args": model_args}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
+    canonical_safetensors(model.state_dict(), out / "model.safetensors")
 
 
 class TinyDescriptor(torch.nn.Module):

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from realfake.embed import EmbeddingError, class_means, embed_images, main, merge_shards
+from realfake.embed import EmbeddingError, class_means, embed_images, main, merge_shards, save_means
 from realfake.models import load_clip_vision
 
 
@@ -18,6 +18,13 @@ def test_class_means_by_hand():
     means, counts = class_means(embeds, torch.tensor([0, 0, 1]), num_classes=2)
     assert torch.equal(means, torch.tensor([[2.0, 3.0], [10.0, -1.0]]))
     assert counts.tolist() == [2, 1] and counts.dtype == torch.int64 and means.dtype == torch.float32
+
+
+def test_class_means_bytes_do_not_depend_on_the_temporary_name(tmp_path):
+    means, counts = torch.randn(3, 4), torch.tensor([2, 1, 5])
+    for name in ("class_means.pt", "copy.pt"):
+        save_means(tmp_path / name, means, counts)
+    assert (tmp_path / "class_means.pt").read_bytes() == (tmp_path / "copy.pt").read_bytes()
 
 
 def test_class_means_rejects_empty_and_out_of_range_classes():

@@ -164,10 +164,16 @@ def test_train_moves_lora_and_file_reloads_exactly(tiny_zoo, tiny_inputs, tmp_pa
     assert any(not torch.equal(before[n], after[n]) for n in before)
     assert all(torch.equal(p, frozen[n]) for n, p in models.unet.named_parameters() if "lora" not in n)
     assert [json.loads(line)["step"] for line in (tmp_path / ft.LOG_FILE).read_text().splitlines()] == [1, 2]
+    ft.save_state(trainer, CFG, tmp_path / "again")  # the same state, another temporary name
+    assert (tmp_path / "again" / ft.STATE_FILE).read_bytes() == (tmp_path / ft.STATE_FILE).read_bytes()
 
     out = tmp_path / "lora" / "lora.safetensors"
     ft.save_lora(models.unet, out)
     assert sorted(p.name for p in out.parent.iterdir()) == ["lora.safetensors"]
+    again = tmp_path / "again" / "lora.safetensors"
+    for _ in range(6):  # safetensors' writer puts the two metadata keys in a random order
+        ft.save_lora(models.unet, again)
+        assert again.read_bytes() == out.read_bytes()
     with safe_open(out, "pt") as fh:
         metadata = json.loads(fh.metadata()["lora_adapter_metadata"])
     assert metadata["unet.target_modules"] == sorted(ft.LORA_TARGETS)  # sorted: stable across processes
@@ -192,6 +198,30 @@ def finetune_argv(inputs: dict, zoo, out, state_dir) -> list[str]:
         "--snr-gamma", "5", "--mmd-weight", "0.05", "--prompt", "photo of {class_name}, {caption}",
         "--seed", "0", "--device", "cpu", "--state-dir", str(state_dir), "--checkpoint-every", "4",
     ]  # fmt: skip
+
+
+def test_every_global_rng_is_seeded_from_the_seed(tiny_inputs, tmp_path, monkeypatch):
+    """What draws from torch's, numpy's or Python's global stream (a library's initialisation, say)
+    draws the same in every run of the same settings, whatever ran before in the process."""
+    import random
+
+    class Drawn(Exception):
+        pass
+
+    def draw(*args, **kwargs):
+        raise Drawn((torch.rand(1).item(), np.random.random(), random.random()))
+
+    monkeypatch.setattr(ft, "load_models", draw)
+    argv = finetune_argv(tiny_inputs, tmp_path, tmp_path / "lora.safetensors", tmp_path / "state")
+    draws = []
+    for before in (1, 2):  # what the process drew before
+        torch.manual_seed(before)
+        np.random.seed(before)
+        random.seed(before)
+        with pytest.raises(Drawn) as drawn:
+            ft.main([*argv, "--no-visual-guidance"])
+        draws.append(drawn.value.args[0])
+    assert draws[0] == draws[1]
 
 
 def test_resumed_run_equals_uninterrupted(tiny_zoo, tiny_inputs, tmp_path, monkeypatch, caplog):

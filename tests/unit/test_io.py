@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from safetensors import safe_open
+from safetensors.numpy import load_file as load_numpy
+from safetensors.torch import load_file, save
 
 from realfake import io
+
+REALFAKE = Path(__file__).resolve().parents[2] / "realfake"
 
 
 def dead_pid() -> int:
@@ -90,3 +99,57 @@ def test_other_errors_pass_through_unchanged(tmp_path):
     with pytest.raises(OSError) as caught, io.atomic_path(tmp_path / "a.json"):
         raise OSError(errno.EIO, "Input/output error")
     assert type(caught.value) is OSError and caught.value.errno == errno.EIO
+
+
+def test_canonical_safetensors_bytes_depend_on_the_contents_not_on_the_order_given(tmp_path):
+    """safetensors' own writer orders the metadata as a hash map does, differently in every process."""
+    tensors = {
+        "weight": torch.randn(3, 4),
+        "half": torch.randn(5).half(),
+        "bf": torch.randn(2, 2).bfloat16(),
+        "mask": torch.tensor([True, False]),
+        "count": torch.tensor(7),
+        "empty": torch.empty(0, 3),
+    }
+    metadata = {"arch": "resnet18", "num_classes": "3", "recipe": "{}", "model_args": "{}", "note": "ünï"}
+    paths = [tmp_path / "a.safetensors", tmp_path / "b.safetensors"]
+    io.canonical_safetensors(tensors, paths[0], metadata)
+    io.canonical_safetensors(dict(reversed(tensors.items())), paths[1], dict(reversed(metadata.items())))
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    loaded = load_file(paths[0])
+    assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+    with safe_open(str(paths[0]), "pt") as fh:
+        assert fh.metadata() == metadata
+    # with at most one metadata key the library's order is fixed: the same bytes as its writer
+    for one in (None, {"format": "pt"}):
+        io.canonical_safetensors(tensors, paths[1], one)
+        assert paths[1].read_bytes() == save(tensors, metadata=one)
+    arrays = {"logits": np.arange(12, dtype=np.float32).reshape(2, 2, 3), "labels": np.arange(2)}
+    io.canonical_safetensors(arrays, paths[1], {"queries": "a,b"})
+    assert all(np.array_equal(load_numpy(paths[1])[k], arrays[k]) for k in arrays)
+    with pytest.raises(TypeError, match="strings"):
+        io.canonical_safetensors(tensors, paths[1], {"num_classes": 3})
+
+
+def test_save_torch_bytes_do_not_depend_on_the_file_name(tmp_path):
+    """``torch.save`` to a path names the archive's records after the file (an atomic_path temporary)."""
+    state = {"model": {"w": torch.arange(6.0).view(2, 3)}, "step": 3, "rng": {"torch": torch.get_rng_state()}}
+    for name in ("state.pt", "other-name.pt"):
+        with io.atomic_path(tmp_path / name) as tmp:
+            io.save_torch(state, tmp)
+    assert (tmp_path / "state.pt").read_bytes() == (tmp_path / "other-name.pt").read_bytes()
+    loaded = io.load_weights_only(tmp_path / "other-name.pt")
+    assert loaded["step"] == 3 and torch.equal(loaded["model"]["w"], state["model"]["w"])
+
+
+def test_stages_write_tensors_only_through_the_byte_stable_writers():
+    """A killed and resumed run must leave the bytes of an undisturbed one (issue 18)."""
+    direct = re.compile(r"\bsave_file\(|\btorch\.save\(")
+    calls = [
+        f"{path.name}:{number}"
+        for path in sorted(REALFAKE.glob("*.py"))
+        if path.name != "io.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if direct.search(line)
+    ]
+    assert calls == []

@@ -228,6 +228,22 @@ def test_train_writes_loadable_checkpoint(tiny, capsys):
     assert [r["step"] for r in read_log(tiny["tmp"] / "run" / "state" / LOG_FILE)] == list(range(1, 13))
 
 
+def test_classifier_bytes_do_not_depend_on_the_metadata_order(tmp_path):
+    model = create_classifier(TINY_ARCH, 3, TINY_ARGS)
+    metadata = {key: "{}" for key in ("arch", "num_classes", "model_args", "recipe", "eval_transform")}
+    train.save_classifier(tmp_path / "a.safetensors", model, metadata)
+    train.save_classifier(tmp_path / "b.safetensors", model, dict(reversed(metadata.items())))
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+
+
+def test_training_state_bytes_do_not_depend_on_the_temporary_name(tmp_path):
+    recipe = recipes.parse_recipe(BASE_RECIPE)
+    trainer = train.Trainer(create_classifier(TINY_ARCH, 3, TINY_ARGS), recipe, torch.device("cpu"))
+    for run in ("a", "b"):
+        trainer.save(tmp_path / run / "state.pt", epoch=1, step=2, fingerprint="f")
+    assert (tmp_path / "a" / "state.pt").read_bytes() == (tmp_path / "b" / "state.pt").read_bytes()
+
+
 def interrupt_at(monkeypatch, call: int, sig: signal.Signals) -> None:
     """Make the ``call``-th image read (1-based) deliver ``sig`` to this process, as SLURM would."""
     read, calls = recipes.ImageBytesDataset.__getitem__, []
@@ -271,6 +287,89 @@ def test_resume_equals_uninterrupted_run(tiny, monkeypatch, call, sig, saved_at)
     assert [{k: v for k, v in r.items() if k != "time"} for r in logs[1]] == [
         {k: v for k, v in r.items() if k != "time"} for r in logs[0]
     ]
+
+
+def stop_after_steps(monkeypatch, steps: int) -> None:
+    """Send SIGTERM to this process once ``steps`` optimizer steps are done: a stop at a known step
+    whatever the DataLoader workers have read ahead."""
+    step, calls = train.Trainer.step, []
+
+    def counted(self, *args, **kwargs):
+        loss = step(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == steps:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(train.Trainer, "step", counted)
+
+
+def test_weights_do_not_depend_on_the_workers_or_on_a_resume_mid_epoch(tiny, monkeypatch):
+    """Each sample's augmentation is drawn from (seed, epoch, sample), each micro-batch's Mixup/CutMix
+    and drop-path from (seed, epoch, step, micro-batch): not from a worker's or the main process's
+    stream, which a resume from mid-epoch (the workers take other batches) or other workers change."""
+    recipe = {
+        **BASE_RECIPE,
+        **{"hflip": 0.5, "randaugment": "rand-m7-mstd0.5", "mixup": 0.2, "cutmix": 1.0, "drop_path": 0.1},
+        **{"train_interpolation": "random", "color_jitter": 0.4, "micro_batch": 2},
+    }
+    train.main(train_argv(tiny, recipe, "workers0"))
+    train.main(train_argv(tiny, recipe, "workers2", "--workers", "2"))
+    with monkeypatch.context() as patch:
+        stop_after_steps(patch, 2)  # 3 steps per epoch: stopped in the middle of the first
+        with pytest.raises(SystemExit):
+            train.main(train_argv(tiny, recipe, "resumed", "--workers", "2"))
+    state = torch.load(tiny["tmp"] / "resumed" / "state" / "state.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (0, 2)
+    train.main(train_argv(tiny, recipe, "resumed", "--workers", "2"))
+    weights = [load_file(tiny["tmp"] / run / "classifier.safetensors") for run in ("workers2", "resumed")]
+    reference = load_file(tiny["tmp"] / "workers0" / "classifier.safetensors")
+    for other in weights:
+        assert other.keys() == reference.keys()
+        assert all(torch.equal(other[key], reference[key]) for key in reference)
+
+
+def test_a_steps_mixing_and_drop_path_are_drawn_from_its_key_not_from_the_stream():
+    """On N processes, rank r runs micro-batches that one process runs after others: their draws must
+    depend on (seed, epoch, step, micro-batch) only."""
+    recipe = recipes.parse_recipe({**BASE_RECIPE, "mixup": 0.2, "cutmix": 1.0, "drop_path": 0.2})
+
+    def weights_after_step(stream: int, index: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(0)  # fresh images: Mixup mixes them in place
+        micro_batches = [(torch.randn(2, 3, 32, 32, generator=gen), torch.tensor([0, 2])) for _ in range(2)]
+        torch.manual_seed(0)
+        model = create_classifier(TINY_ARCH, 3, {**TINY_ARGS, "drop_path_rate": 0.2})
+        trainer = train.Trainer(model, recipe, torch.device("cpu"))
+        train.seed_everything(stream)  # what ran before the step
+        trainer.step(micro_batches, seed=0, epoch=1, index=index)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert torch.equal(weights_after_step(1, index=2), weights_after_step(2, index=2))
+    assert not torch.equal(weights_after_step(1, index=2), weights_after_step(1, index=3))
+
+
+class SignalledInWorker(torch.utils.data.Dataset):
+    """Eight numbers; a DataLoader worker that reads item 3 receives ``sig`` first, as when SLURM
+    signals the whole process group of the job."""
+
+    def __init__(self, sig: signal.Signals) -> None:
+        self.sig = sig
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> int:
+        if i == 3 and torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), self.sig)
+        return i
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_data_loader_workers_ignore_the_stop_signals(sig):
+    """Only the main process reacts to SIGTERM/SIGUSR1 (it saves the state and exits 75): a worker
+    killed by one would make the loader raise instead."""
+    loader = train.epoch_loader(SignalledInWorker(sig), 2, 2, seed=0, epoch=0, skip_steps=0, workers=2)
+    assert sorted(int(i) for batch in loader for i in batch) == list(range(8))
 
 
 def test_labels_beyond_num_classes_are_refused(tiny):

@@ -80,9 +80,9 @@ def run_fit(
     trainer.steps_taken = 0
     step = trainer.step
 
-    def counted(micro_batches):
+    def counted(micro_batches, **key):
         trainer.steps_taken += 1
-        return step(micro_batches)
+        return step(micro_batches, **key)
 
     trainer.step = counted
     finished = train.fit(
