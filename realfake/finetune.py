@@ -769,6 +769,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(EXIT_RESUMABLE)
     if world.is_main:
         save_lora(trainer.models.unet, args.out)
+        # the run is done: a later run of this job (Snakemake reruns it when its code, inputs or
+        # settings change) must start afresh, not resume at this run's end and rewrite its LoRA
+        (args.state_dir / STATE_FILE).unlink(missing_ok=True)
         summary = {"out": str(args.out), "steps": steps, "resumed_from": start_step, "n_train": len(table),
                    "processes": world.size, "seconds": round(time.time() - start_time, 2),
                    **parts}  # fmt: skip

@@ -402,6 +402,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     if world.is_main:
         save_classifier(args.out, model, metadata)
+        # the run is done: a later run of this job (Snakemake reruns it when its code, inputs or
+        # settings change) must start afresh, not resume at this run's end and rewrite its weights
+        state_path.unlink(missing_ok=True)
     distributed.stop(world)
 
 

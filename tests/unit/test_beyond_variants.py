@@ -140,9 +140,16 @@ def test_finetune_with_kernel_mmd_and_per_image_guidance(embedded_inputs, tmp_pa
         "--mmd-kind", "kernel", "--mmd-bandwidths", "0.5", "2", "--mmd-bandwidth-base", "median",
         "--guidance-source", "image", "--image-embeddings", *map(str, embedded_inputs["shards"]),
     ]  # fmt: skip
-    ft.main(argv)
-    assert load_file(out)
-    config = torch.load(tmp_path / "state" / ft.STATE_FILE, weights_only=True)["config"]
+    states = []  # the settings of every checkpoint (the last one is removed once the LoRA is written)
+    save_state = ft.save_state
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ft, "save_state", lambda trainer, cfg, state_dir: (
+            save_state(trainer, cfg, state_dir),
+            states.append(torch.load(state_dir / ft.STATE_FILE, weights_only=True)["config"]),
+        ))  # fmt: skip
+        ft.main(argv)
+    assert load_file(out) and states
+    config = states[-1]
     assert config["mmd_kind"] == "kernel" and config["mmd_bandwidths"] == (0.5, 2.0)
     assert config["guidance_source"] == "image" and config["mmd_bandwidth_base"] is None
     log = [line for line in (tmp_path / "state" / ft.LOG_FILE).read_text().splitlines() if line]

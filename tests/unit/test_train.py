@@ -213,19 +213,40 @@ def test_train_writes_loadable_checkpoint(tiny, capsys):
     assert eval_config["input_size"] == [3, 32, 32] and {"mean", "std", "crop_pct"} <= eval_config.keys()
     model = create_classifier(TINY_ARCH, 3, json.loads(metadata["model_args"]))
     model.load_state_dict(load_file(path), strict=True)
-    state = torch.load(tiny["tmp"] / "run" / "state" / "state.pt", weights_only=True)
-    assert (state["epoch"], state["step"]) == (2, 0)
+    # the run is done: its resumable state is gone, its training log stays
+    assert not (tiny["tmp"] / "run" / "state" / "state.pt").exists()
     log = read_log(tiny["tmp"] / "run" / "state" / LOG_FILE)  # one line per step: 24 images / batch 4
     assert [(r["step"], r["epoch"]) for r in log] == [(s, 1 + (s - 1) // 6) for s in range(1, 13)]
     assert all(r["loss"] > 0 and r["lr"] > 0 for r in log) and log[0]["time"] <= log[-1]["time"]
 
-    # Snakemake reruns the job after a recipe change: the finished run's state is set aside
-    rerun = {**recipe, "lr": recipe["lr"] / 2}
-    train.main(train_argv(tiny, rerun, "run", "--index", str(tiny["index"]), "--real"))
+
+def test_a_rerun_after_its_inputs_changed_trains_afresh_not_from_the_finished_run(tiny):
+    """Snakemake reruns a finished job when its code or inputs change, with the same settings (so
+    the same state fingerprint): the rerun must train on the new inputs, not resume at the end of
+    the old run and write the old weights again."""
+    train.main(train_argv(tiny, BASE_RECIPE, "job"))
+    old = load_file(tiny["tmp"] / "job" / "classifier.safetensors")
+    levels = [(240, 240, 40), (40, 240, 240), (240, 40, 240)]  # other images, as many of them
+    write_shard(tiny["shard"], write_index(tiny["tmp"] / "data2", levels, n_train=4, n_test=2), levels)
+    train.main(train_argv(tiny, BASE_RECIPE, "job"))
+    train.main(train_argv(tiny, BASE_RECIPE, "fresh"))
+    rerun, fresh = (load_file(tiny["tmp"] / run / "classifier.safetensors") for run in ("job", "fresh"))
+    assert all(torch.equal(rerun[key], fresh[key]) for key in fresh)
+    assert not all(torch.equal(rerun[key], old[key]) for key in old)
+
+
+def test_an_interrupted_runs_state_of_another_recipe_is_set_aside(tiny, monkeypatch, capsys):
+    with monkeypatch.context() as patch:
+        stop_after_steps(patch, 2)
+        with pytest.raises(SystemExit):
+            train.main(train_argv(tiny, BASE_RECIPE, "run"))
+    rerun = {**BASE_RECIPE, "lr": BASE_RECIPE["lr"] / 2}
+    train.main(train_argv(tiny, rerun, "run"))
     assert "starting afresh" in capsys.readouterr().err
     stale = torch.load(tiny["tmp"] / "run" / "state" / "state.pt.stale", weights_only=True)
-    assert stale["fingerprint"] != torch.load(tiny["tmp"] / "run" / "state" / "state.pt")["fingerprint"]
-    assert [r["step"] for r in read_log(tiny["tmp"] / "run" / "state" / LOG_FILE)] == list(range(1, 13))
+    assert (stale["epoch"], stale["step"]) == (0, 2)
+    assert train.recipe_fingerprint(recipes.parse_recipe(rerun)) not in stale["fingerprint"]
+    assert [r["step"] for r in read_log(tiny["tmp"] / "run" / "state" / LOG_FILE)] == list(range(1, 7))
 
 
 def test_classifier_bytes_do_not_depend_on_the_metadata_order(tmp_path):
