@@ -1,15 +1,11 @@
 """What every resumable job (LoRA fine-tuning, classifier training) shares: the global RNG
-states as tensors (so a state file loads with ``torch.load(weights_only=True)``), seeding them from
-a key (draws that are a pure function of, e.g., seed, epoch and sample, whichever process or worker
-makes them) and a flag set by SIGTERM/SIGUSR1, the signals SLURM sends before a time limit or
-pre-emption."""
+states as tensors (so a state file loads with ``torch.load(weights_only=True)``) and a flag set by
+SIGTERM/SIGUSR1, the signals SLURM sends before a time limit or pre-emption."""
 
 from __future__ import annotations
 
-import contextlib
 import random
 import signal
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -55,36 +51,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def seed_from_key(*key: int, cuda: bool = True) -> None:
-    """Seed ``random``, numpy and torch (its CUDA generators too, unless ``cuda`` is False) from
-    ``key``, non-negative integers mixed by ``np.random.SeedSequence`` into 64 bits: what they draw
-    next is a pure function of the key. SeedSequence takes ``[a, b]`` and ``[a, b, 0]`` for the same
-    entropy, so keys of different uses must differ before their end (e.g. a tag after the seed)."""
-    words = np.random.SeedSequence(key).generate_state(2)
-    seed = int(words[0]) << 32 | int(words[1])
-    random.seed(seed)
-    np.random.seed(words)
-    if cuda:
-        torch.manual_seed(seed)
-    else:
-        torch.default_generator.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def seeded(*key: int) -> Iterator[None]:
-    """Run the block with ``random``, numpy and torch's CPU generator seeded from ``key``
-    (:func:`seed_from_key`), then give them back their states: the streams outside the block are
-    as if it had not run."""
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    seed_from_key(*key, cuda=False)
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
 
 
 class StopFlag:

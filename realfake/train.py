@@ -1,11 +1,8 @@
 """Train a timm classifier on synthetic shards and/or the real train split (paper Table 1, App. F).
 
 Data: one map-style dataset over synthetic shard samples and real files (``realfake.recipes``
-``SampleTable``), shuffled globally each epoch in an order that is a pure function of (seed, epoch).
-Randomness is keyed, never a process's stream: each sample's augmentation is drawn from RNGs seeded
-by (seed, epoch, sample index), each micro-batch's Mixup/CutMix and drop-path by (seed, epoch, step,
-micro-batch of the global batch). A run resumed mid-epoch, with any number of DataLoader workers,
-thus takes the steps of an undisturbed one, bit for bit.
+``SampleTable``), shuffled globally each epoch in an order that is a pure function of (seed, epoch),
+which makes resuming exact.
 
 Batches: the recipe's ``batch_size`` is the global batch of one optimizer step, whatever the number
 of processes, and ``micro_batch`` the images of one forward pass of one process (the paper's
@@ -66,46 +63,21 @@ from realfake.recipes import (
     real_table,
     scan_shards,
 )
-from realfake.resume import (
-    EXIT_RESUMABLE,
-    StopFlag,
-    rng_state,
-    seed_everything,
-    seed_from_key,
-    seeded,
-    set_rng_state,
-)
+from realfake.resume import EXIT_RESUMABLE, StopFlag, rng_state, seed_everything, set_rng_state
 from realfake.trainlog import LOG_FILE, TrainLog, keep_until
 
-# Second entry of every RNG key (after the seed): what the draws are for (realfake.resume.seed_from_key)
-SAMPLE_DRAWS = 0  # a sample's augmentation: (seed, SAMPLE_DRAWS, epoch, index)
-BATCH_DRAWS = 1  # a micro-batch's Mixup/CutMix and drop-path: (seed, BATCH_DRAWS, epoch, step, micro)
+RANK_SEED_STRIDE = 100_003  # rank r > 0 seeds its augmentation RNGs with seed + r * stride
 
 
 def init_worker(worker_id: int) -> None:
     """Prepare a DataLoader worker. SLURM sends SIGTERM/SIGUSR1 to the whole process group: only the
     main process reacts (:class:`StopFlag`: it saves the state at the next step and shuts the workers
     down), so a worker ignores them; torch's own SIGTERM handler would kill it, and the run would crash
-    on the dead worker instead of exiting resumably. (A worker's RNG streams are not used: every
-    sample seeds its own, :class:`EpochSamples`.)"""
+    on the dead worker instead of exiting resumably. torch seeds ``random`` in workers but not numpy,
+    which RandAugment and Mixup use."""
     for sig in StopFlag.SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-
-
-class EpochSamples(Dataset):
-    """``dataset`` in epoch ``epoch``: sample ``i`` is read (and augmented) with ``random``, numpy
-    and torch seeded by (seed, epoch, i), so its augmentation does not depend on the process, the
-    worker or the samples read before it; the caller's RNG streams are left as they were."""
-
-    def __init__(self, dataset: Dataset, seed: int, epoch: int) -> None:
-        self.dataset, self.seed, self.epoch = dataset, seed, epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        with seeded(self.seed, SAMPLE_DRAWS, self.epoch, i):
-            return self.dataset[i]
+    np.random.seed(torch.initial_seed() % 2**32)
 
 
 def epoch_loader(
@@ -126,14 +98,14 @@ def epoch_loader(
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(epoch_seed))
     order = distributed.rank_order(order, per_process, world)
     return DataLoader(
-        EpochSamples(dataset, seed, epoch),
+        dataset,
         batch_size=micro_batch,
         sampler=order[skip_steps * per_process :].tolist(),
         num_workers=workers,
         drop_last=True,  # as timm: Mixup needs even batches, and no tiny last batch skews BatchNorm
         pin_memory=torch.cuda.is_available(),
         worker_init_fn=init_worker,
-        generator=torch.Generator().manual_seed(epoch_seed),  # workers' base seed: not the global stream
+        generator=torch.Generator().manual_seed(epoch_seed + RANK_SEED_STRIDE * world.rank),
     )
 
 
@@ -155,19 +127,12 @@ class Trainer:
         self.loss_fn = create_loss(self.recipe).to(self.device)
         self.mixup = create_mixup(self.recipe, self.model.num_classes)
 
-    def step(
-        self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]], *, seed: int, epoch: int, index: int
-    ) -> float:
-        """Step ``index`` of ``epoch`` on this process's micro-batches of a global batch: their
-        gradients accumulate (each loss / their number; DDP syncs on the last only); returns the mean
-        loss. Micro-batch ``j`` of the global batch (rank r holds j = r x its count + i) draws its
-        Mixup/CutMix and drop-path from RNGs seeded by (seed, epoch, index, j), as on any number of
-        processes with the same micro-batch."""
+    def step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """One optimisation step on this process's micro-batches of a global batch: their gradients
+        accumulate (each loss / their number; DDP syncs on the last only); returns the mean loss."""
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        first = self.world.rank * len(micro_batches)
         for i, (images, labels) in enumerate(micro_batches):
-            seed_from_key(seed, BATCH_DRAWS, epoch, index, first + i)
             last = i == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last or self.network is self.model else self.network.no_sync()
             images, targets = (
@@ -302,7 +267,7 @@ def run_epochs(
             pending.append((images, labels))
             if len(pending) < per_rank:
                 continue
-            losses.append(trainer.step(pending, seed=seed, epoch=epoch, index=step + len(losses)))
+            losses.append(trainer.step(pending))
             pending = []
             if log is not None:
                 done = epoch * steps_per_epoch + step + len(losses)
@@ -380,6 +345,8 @@ def main(argv: list[str] | None = None) -> None:
     model_args = json.loads(args.model_args)
     drop_path = {"drop_path_rate": recipe.drop_path} if recipe.drop_path else {}
     model = create_classifier(args.arch, args.num_classes, {**model_args, **drop_path}, args.pretrained)
+    if world.rank:  # rank 0 keeps the single-process random stream; the others augment differently
+        seed_everything(args.seed + RANK_SEED_STRIDE * world.rank)
     rank = f"rank {world.rank}/{world.size}: " if world.size > 1 else ""
     print(f"{rank}training on {len(table)} images ({len(args.shards)} shards, real={args.real})", flush=True)
     dataset = ImageBytesDataset(table, create_train_transform(recipe, model))

@@ -235,6 +235,21 @@ def test_a_rerun_after_its_inputs_changed_trains_afresh_not_from_the_finished_ru
     assert not all(torch.equal(rerun[key], old[key]) for key in old)
 
 
+def stop_after_steps(monkeypatch, steps: int) -> None:
+    """Send SIGTERM to this process once ``steps`` optimizer steps are done: a stop at a known step
+    whatever the DataLoader workers have read ahead."""
+    step, calls = train.Trainer.step, []
+
+    def counted(self, *args, **kwargs):
+        loss = step(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == steps:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(train.Trainer, "step", counted)
+
+
 def test_an_interrupted_runs_state_of_another_recipe_is_set_aside(tiny, monkeypatch, capsys):
     with monkeypatch.context() as patch:
         stop_after_steps(patch, 2)
@@ -308,65 +323,6 @@ def test_resume_equals_uninterrupted_run(tiny, monkeypatch, call, sig, saved_at)
     assert [{k: v for k, v in r.items() if k != "time"} for r in logs[1]] == [
         {k: v for k, v in r.items() if k != "time"} for r in logs[0]
     ]
-
-
-def stop_after_steps(monkeypatch, steps: int) -> None:
-    """Send SIGTERM to this process once ``steps`` optimizer steps are done: a stop at a known step
-    whatever the DataLoader workers have read ahead."""
-    step, calls = train.Trainer.step, []
-
-    def counted(self, *args, **kwargs):
-        loss = step(self, *args, **kwargs)
-        calls.append(1)
-        if len(calls) == steps:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return loss
-
-    monkeypatch.setattr(train.Trainer, "step", counted)
-
-
-def test_weights_do_not_depend_on_the_workers_or_on_a_resume_mid_epoch(tiny, monkeypatch):
-    """Each sample's augmentation is drawn from (seed, epoch, sample), each micro-batch's Mixup/CutMix
-    and drop-path from (seed, epoch, step, micro-batch): not from a worker's or the main process's
-    stream, which a resume from mid-epoch (the workers take other batches) or other workers change."""
-    recipe = {
-        **BASE_RECIPE,
-        **{"hflip": 0.5, "randaugment": "rand-m7-mstd0.5", "mixup": 0.2, "cutmix": 1.0, "drop_path": 0.1},
-        **{"train_interpolation": "random", "color_jitter": 0.4, "micro_batch": 2},
-    }
-    train.main(train_argv(tiny, recipe, "workers0"))
-    train.main(train_argv(tiny, recipe, "workers2", "--workers", "2"))
-    with monkeypatch.context() as patch:
-        stop_after_steps(patch, 2)  # 3 steps per epoch: stopped in the middle of the first
-        with pytest.raises(SystemExit):
-            train.main(train_argv(tiny, recipe, "resumed", "--workers", "2"))
-    state = torch.load(tiny["tmp"] / "resumed" / "state" / "state.pt", weights_only=True)
-    assert (state["epoch"], state["step"]) == (0, 2)
-    train.main(train_argv(tiny, recipe, "resumed", "--workers", "2"))
-    weights = [load_file(tiny["tmp"] / run / "classifier.safetensors") for run in ("workers2", "resumed")]
-    reference = load_file(tiny["tmp"] / "workers0" / "classifier.safetensors")
-    for other in weights:
-        assert other.keys() == reference.keys()
-        assert all(torch.equal(other[key], reference[key]) for key in reference)
-
-
-def test_a_steps_mixing_and_drop_path_are_drawn_from_its_key_not_from_the_stream():
-    """On N processes, rank r runs micro-batches that one process runs after others: their draws must
-    depend on (seed, epoch, step, micro-batch) only."""
-    recipe = recipes.parse_recipe({**BASE_RECIPE, "mixup": 0.2, "cutmix": 1.0, "drop_path": 0.2})
-
-    def weights_after_step(stream: int, index: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(0)  # fresh images: Mixup mixes them in place
-        micro_batches = [(torch.randn(2, 3, 32, 32, generator=gen), torch.tensor([0, 2])) for _ in range(2)]
-        torch.manual_seed(0)
-        model = create_classifier(TINY_ARCH, 3, {**TINY_ARGS, "drop_path_rate": 0.2})
-        trainer = train.Trainer(model, recipe, torch.device("cpu"))
-        train.seed_everything(stream)  # what ran before the step
-        trainer.step(micro_batches, seed=0, epoch=1, index=index)
-        return torch.cat([p.detach().flatten() for p in model.parameters()])
-
-    assert torch.equal(weights_after_step(1, index=2), weights_after_step(2, index=2))
-    assert not torch.equal(weights_after_step(1, index=2), weights_after_step(1, index=3))
 
 
 class SignalledInWorker(torch.utils.data.Dataset):

@@ -80,9 +80,9 @@ def run_fit(
     trainer.steps_taken = 0
     step = trainer.step
 
-    def counted(micro_batches, **key):
+    def counted(micro_batches):
         trainer.steps_taken += 1
-        return step(micro_batches, **key)
+        return step(micro_batches)
 
     trainer.step = counted
     finished = train.fit(
