@@ -205,8 +205,8 @@ def test_torchrun_cli_trains_and_rank0_writes(tmp_path):
     assert "steps 3 " in done.stdout  # 12 images / global batch 4
     assert load_file(out)
     assert json.loads((out.parent / "classifier.safetensors.prov.json").read_text())["stage"] == "train"
-    state = torch.load(tmp_path / "run" / "state" / "state.pt", weights_only=True)
-    assert state["epoch"] == 2 and state["fingerprint"].endswith("|world=2") and len(state["rng_ranks"]) == 2
+    # no per-rank states; the run's one state is removed once the classifier is written
+    assert not list((tmp_path / "run" / "state").glob("*.pt"))
 
 
 @pytest.mark.slow
