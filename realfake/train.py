@@ -11,7 +11,8 @@ process accumulates ``batch_size / (N x micro_batch)`` micro-batches per step
 (:mod:`realfake.budget`, :mod:`realfake.distributed`). BatchNorm sees micro-batches.
 
 Resuming: the state in ``--state-dir`` is saved after every epoch, and on SIGTERM/SIGUSR1 after the
-current step (then the process exits with 75, EX_TEMPFAIL: rerun the same command to continue).
+current step (then the process exits with 75, EX_TEMPFAIL: rerun the same command to continue). A
+resumed run equals an undisturbed one, DataLoader workers or not (:func:`epoch_loader`).
 
 Log: every optimizer step appends its loss and learning rate to ``--state-dir/train_log.jsonl``
 (:mod:`realfake.trainlog`), flushed as it goes and continued without repeats by a resumed run.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import signal
 import sys
@@ -93,20 +95,31 @@ def epoch_loader(
 ):
     """Micro-batches of ``epoch`` in an order fixed by (seed, epoch), minus the first ``skip_steps``
     steps: this rank's ``per_process`` share of each global batch (realfake.distributed), in
-    micro-batches of ``micro_batch`` (``per_process / micro_batch`` of them make one step)."""
+    micro-batches of ``micro_batch`` (``per_process / micro_batch`` of them make one step).
+
+    With ``workers`` > 0 the skipped steps are replayed, loaded and thrown away, not left out: each
+    worker draws its augmentations from one stream seeded per epoch, in the order of the micro-batches
+    it is dealt, so a resumed epoch equals an undisturbed one only if every worker is dealt the same
+    micro-batches as before. This costs the data loading (not the training) of the skipped steps.
+    Without workers the augmentations draw from the main process's RNG, restored with the state, and
+    the skipped samples are left out of the order."""
     epoch_seed = seed * 1_000_003 + epoch
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(epoch_seed))
     order = distributed.rank_order(order, per_process, world)
-    return DataLoader(
+    replay = skip_steps * per_process // micro_batch if workers > 0 else 0
+    loader = DataLoader(
         dataset,
         batch_size=micro_batch,
-        sampler=order[skip_steps * per_process :].tolist(),
+        sampler=order[(0 if workers > 0 else skip_steps * per_process) :].tolist(),
         num_workers=workers,
         drop_last=True,  # as timm: Mixup needs even batches, and no tiny last batch skews BatchNorm
         pin_memory=torch.cuda.is_available(),
         worker_init_fn=init_worker,
         generator=torch.Generator().manual_seed(epoch_seed + RANK_SEED_STRIDE * world.rank),
     )
+    if replay == 0:
+        return loader
+    return itertools.islice(loader, replay, None)
 
 
 @dataclass
@@ -260,8 +273,9 @@ def run_epochs(
         lr, start, losses = trainer.optimizer.param_groups[0]["lr"], time.perf_counter(), []
         trainer.model.train()
         progress = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False, disable=not world.is_main
-        )
+            loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", total=(steps_per_epoch - step) * per_rank,
+            leave=False, disable=not world.is_main,
+        )  # fmt: skip
         pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         for images, labels in progress:
             pending.append((images, labels))

@@ -325,6 +325,32 @@ def test_resume_equals_uninterrupted_run(tiny, monkeypatch, call, sig, saved_at)
     ]
 
 
+def test_resume_mid_epoch_with_data_loader_workers_equals_uninterrupted_run(tiny, monkeypatch):
+    """Workers draw the augmentations from streams seeded per epoch: the resumed epoch replays the
+    loading of the steps done before the stop, so each worker is dealt the same micro-batches."""
+    recipe = {**BASE_RECIPE, "hflip": 0.5, "randaugment": "rand-m9-mstd0.5", "color_jitter": 0.4}
+    workers = ("--workers", "2")
+    train.main(train_argv(tiny, recipe, "straight", *workers))
+    step, steps = train.Trainer.step, []
+
+    def stop_after_two(self, micro_batches):
+        steps.append(1)
+        if len(steps) == 2:  # SLURM's SIGTERM, reaching the main process during step 2 of 3
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, micro_batches)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train.Trainer, "step", stop_after_two)
+        with pytest.raises(SystemExit):
+            train.main(train_argv(tiny, recipe, "resumed", *workers))
+    state = torch.load(tiny["tmp"] / "resumed" / "state" / "state.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (0, 2)
+    train.main(train_argv(tiny, recipe, "resumed", *workers))
+    straight = load_file(tiny["tmp"] / "straight" / "classifier.safetensors")
+    resumed = load_file(tiny["tmp"] / "resumed" / "classifier.safetensors")
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+
+
 class SignalledInWorker(torch.utils.data.Dataset):
     """Eight numbers; a DataLoader worker that reads item 3 receives ``sig`` first, as when SLURM
     signals the whole process group of the job."""
