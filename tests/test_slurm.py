@@ -224,3 +224,54 @@ def test_preflight_checks_a_profile_against_the_live_cluster(cluster, tmp_path):
     (bad,) = preflight.check_slurm(profile("no-such-part"), ["synthesize_shard"])
     assert bad.status == "✗" and bad.what == "slurm_partition=no-such-part (synthesize_shard)"
     assert bad.detail.startswith("no such partition")
+
+
+TRAIN = "rule_train_classifier"  # the SLURM job comment of a classifier training job
+
+
+def node_name() -> str:
+    return subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True, check=True,
+                          timeout=60).stdout.split()[0]  # fmt: skip
+
+
+def test_a_lost_node_requeues_the_running_job_and_the_dag_ends_with_the_same_classifier(slurm_run):
+    """The node is taken down (``scontrol update state=down``) while a classifier trains on it, after
+    its first logged steps: SLURM kills the job (SIGTERM: the trainer saves its state) and requeues
+    it (the profile's ``slurm-requeue``); the node comes back (``state=resume``, or by itself with
+    ReturnToService=2), the requeued job resumes from the state, and Snakemake, which only saw the
+    job pending again, ends with the classifier of the undisturbed run, byte for byte."""
+    workdir, node = slurm_run.workdir, node_name()
+    target = "results/tiny_x1/classifier.safetensors"
+    cmd = [str(SNAKEMAKE), target, "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(REPO / "config.yaml"), "--profile", str(REPO / "profiles" / "slurm"),
+           "--slurm-init-seconds-before-status-checks", "2", "--forcerun", "train_classifier"]  # fmt: skip
+    log_path, steps = (
+        workdir / "lost-node.log",
+        workdir / "results" / "tiny_x1" / "train_state" / "train_log.jsonl",
+    )
+    undisturbed = (workdir / target).read_bytes()
+    steps.unlink()  # the finished run's log: the rerun starts a fresh one
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(["timeout", "-s", "INT", "-k", "60", str(RUN_TIMEOUT_S), *cmd],
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            deadline = time.monotonic() + RUN_TIMEOUT_S
+            while not (steps.is_file() and len(steps.read_text().splitlines()) >= 3):
+                assert proc.poll() is None, log_path.read_text()[-5000:]
+                assert time.monotonic() < deadline, "the classifier job logged no steps"
+                time.sleep(0.05)
+            (running,) = [jid for jid, job in slurm_jobs().items()
+                          if job["state"] == "RUNNING" and job["comment"].startswith(TRAIN)]  # fmt: skip
+            down = ["scontrol", "update", f"nodename={node}", "state=down", "reason=realfake-lost-node"]
+            subprocess.run(down, check=True, timeout=60)
+            while slurm_jobs()[running]["state"] == "RUNNING":
+                time.sleep(0.2)
+            # ReturnToService=2 may have returned the node already: then "Invalid node state"
+            subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], timeout=60)
+        finally:
+            returncode = proc.wait()
+    assert returncode == 0, log_path.read_text()[-5000:] + log_tail(workdir)
+    shown = subprocess.run(["scontrol", "show", "job", running], capture_output=True, text=True, check=True,
+                           timeout=60).stdout  # fmt: skip
+    assert "Restarts=1" in shown and "JobState=COMPLETED" in shown, shown
+    assert (workdir / target).read_bytes() == undisturbed

@@ -2,7 +2,8 @@
 # Bring up a one-node SLURM test cluster on this machine (Debian 12, as root, no systemd needed):
 # munged, slurmctld and slurmd with fake GPUs, configured for the realfake SLURM test.
 #
-#   bash tests/slurm/start_cluster.sh      # idempotent: running daemons are left alone
+#   bash tests/slurm/start_cluster.sh      # idempotent: running daemons are left alone, unless
+#                                          # the configuration it writes changed (then restarted)
 #   bash tests/slurm/stop_cluster.sh       # stops only the daemons this script started
 #
 # Installs slurmctld, slurmd, slurm-client and munge with apt-get when missing (a policy-rc.d
@@ -69,8 +70,15 @@ write_config() {
     for ((i = 0; i < GPUS; i++)); do
         [[ -e $STATE/dev/gpu$i ]] || mknod "$STATE/dev/gpu$i" c 1 3 # a /dev/null twin
     done
+    local before
+    before="$(cat /etc/slurm/slurm.conf /etc/slurm/gres.conf 2>/dev/null | sha256sum)"
     render "$HERE/slurm.conf.in" /etc/slurm/slurm.conf
     render "$HERE/gres.conf.in" /etc/slurm/gres.conf
+    if [[ "$(cat /etc/slurm/slurm.conf /etc/slurm/gres.conf | sha256sum)" != "$before" ]] &&
+        { running slurmctld || running slurmd; }; then
+        echo "start_cluster: configuration changed: restarting slurmd and slurmctld" >&2
+        bash "$HERE/stop_cluster.sh" slurmd slurmctld
+    fi
 }
 
 # running NAME: true when $STATE/pids/NAME.pid names a live process running NAME

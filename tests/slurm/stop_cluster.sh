@@ -20,7 +20,10 @@ stop() { # stop NAME: SIGTERM the PID in NAME.pid if it runs NAME, then wait up 
     rm -f "$pidfile"
 }
 
-stop slurmd
-stop slurmctld
-stop munged
-echo "stop_cluster: stopped" >&2
+# stop_cluster.sh [NAME ...]: the given daemons only (start_cluster.sh restarts slurmd and
+# slurmctld after a configuration change); all three by default
+[[ $# -gt 0 ]] || set -- slurmd slurmctld munged
+for name in "$@"; do
+    stop "$name"
+done
+echo "stop_cluster: stopped $*" >&2
