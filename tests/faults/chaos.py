@@ -26,11 +26,17 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 #: What may differ between two correct runs of one DAG, and why:
 #: ``results/logs`` and ``results/benchmarks`` hold a job's own output and timings (a killed job's
-#: log says it was killed); provenance records name when, where and as which process a job ran.
+#: log says it was killed); provenance records (and the pages showing them) name when, where and as
+#: which process a job ran.
 UNCOMPARED_DIRS = ("results/logs", "results/benchmarks")
 VOLATILE_RECORD_KEYS = ("started", "ended", "wall_s", "job", "workdir", "record_sha256")
 #: a training log line's wall-clock time
 VOLATILE_LOG_KEYS = ("time",)
+#: a table's provenance page shows each record's job and times
+VOLATILE_PAGE_TEXT = (
+    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\+\d\d:\d\d"), "TIME"),
+    (re.compile(r"pid \d+@"), "pid PID@"),
+)
 TEMPORARY = re.compile(r"^\..+\.tmp-")
 
 
@@ -132,7 +138,7 @@ def chaos_run(
     target: str = "tiny",
     seed: int = 18,
     signals: tuple[signal.Signals, ...] = (signal.SIGKILL,) * 3 + (signal.SIGTERM,) * 2,
-    gap_s: tuple[float, float] = (5.0, 30.0),
+    gap_s: tuple[float, float] = (10.0, 45.0),
     min_job_age_s: float = 1.0,
     max_rounds: int = 12,
     timeout_s: float = 3600,
@@ -198,6 +204,11 @@ def comparable(path: Path) -> bytes:
         return json.dumps(
             {k: v for k, v in record.items() if k not in VOLATILE_RECORD_KEYS}, sort_keys=True
         ).encode()
+    if path.name.endswith(".provenance.html"):
+        text = path.read_text()
+        for pattern, mask in VOLATILE_PAGE_TEXT:
+            text = pattern.sub(mask, text)
+        return text.encode()
     if path.suffix == ".jsonl":
         rows = [json.loads(line) for line in path.read_text().splitlines() if line]
         return json.dumps([{k: v for k, v in r.items() if k not in VOLATILE_LOG_KEYS} for r in rows]).encode()
