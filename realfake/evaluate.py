@@ -22,6 +22,7 @@ from realfake import provenance
 from realfake.io import safetensors_metadata, set_offline, sha256_file, write_json
 from realfake.models import create_classifier, resolve_device
 from realfake.recipes import ImageBytesDataset, create_eval_transform, real_table
+from realfake.resume import worker_init
 from realfake.shards import add_inference_arguments
 
 TOP5 = 5
@@ -108,7 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     eval_config = json.loads(metadata["eval_transform"])
     index = pd.read_parquet(args.index)
     dataset = ImageBytesDataset(real_table(index, "test"), create_eval_transform(eval_config))
-    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
+    loader = DataLoader(
+        dataset, batch_size=args.batch_size, num_workers=args.workers, worker_init_fn=worker_init()
+    )
     result = evaluate(model.to(resolve_device(args.device)), loader)
     if result["top5_k"] != TOP5:
         print(f"only {result['num_classes']} classes: top5 is top-{result['top5_k']} accuracy", flush=True)

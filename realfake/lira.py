@@ -344,6 +344,7 @@ def logits_command(args: argparse.Namespace) -> None:
     from realfake.io import set_offline
     from realfake.models import resolve_device
     from realfake.recipes import ImageBytesDataset, create_eval_transform, real_table
+    from realfake.resume import worker_init
 
     set_offline()
     model, metadata = load_classifier(args.checkpoint)
@@ -351,7 +352,10 @@ def logits_command(args: argparse.Namespace) -> None:
     table = real_table(index, "train")
     transform = create_eval_transform(json.loads(metadata["eval_transform"]))
     loader = DataLoader(
-        ImageBytesDataset(table, transform), batch_size=args.batch_size, num_workers=args.workers
+        ImageBytesDataset(table, transform),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        worker_init_fn=worker_init(),
     )
     logits = query_logits(model.to(resolve_device(args.device)), loader)
     tensors = {"logits": logits, "labels": np.asarray(table.label, dtype=np.int64)}

@@ -38,6 +38,7 @@ from realfake.index import list_images, read_index
 from realfake.io import set_offline, sha256_file, write_json
 from realfake.models import resolve_device
 from realfake.recipes import ImageBytesDataset, create_eval_transform, make_table
+from realfake.resume import worker_init
 from realfake.shards import add_inference_arguments
 
 SUBSETS = ("imagenet_r", "imagenet_a")
@@ -213,7 +214,9 @@ def evaluate_set(
     indices = resolve_subset(spec.subset, labels, class_ids)
     table = make_table(paths, [0] * len(paths), [-1] * len(paths), labels)
     dataset = ImageBytesDataset(table, create_eval_transform(eval_config))
-    logits, targets = predict(model, DataLoader(dataset, batch_size=batch_size, num_workers=workers))
+    logits, targets = predict(
+        model, DataLoader(dataset, batch_size=batch_size, num_workers=workers, worker_init_fn=worker_init())
+    )
     result = score_set(logits, targets, indices)
     return {**result, "layout": spec.layout, "subset": spec.subset, "root": str(spec.root)}
 

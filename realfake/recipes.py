@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import multiprocessing
+import os
 import tarfile
 import typing
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from timm.scheduler import create_scheduler_v2
 from torch.utils.data import Dataset
 
 from realfake.io import open_tar
+from realfake.resume import die_with_parent
 
 
 @dataclass(frozen=True)
@@ -286,7 +288,7 @@ def scan_shards(paths: list[str], processes: int) -> list[SampleTable]:
     member, i.e. ~7 CPU-minutes for 1.3M synthetic samples, at every (re)start of a run."""
     if processes < 2 or len(paths) < 2:
         return [scan_shard(path) for path in paths]
-    with multiprocessing.Pool(min(processes, len(paths))) as pool:
+    with multiprocessing.Pool(min(processes, len(paths)), die_with_parent, (os.getpid(),)) as pool:
         return pool.map(scan_shard, paths)
 
 

@@ -1,11 +1,17 @@
 """What every resumable job (LoRA fine-tuning, classifier training) shares: the global RNG
 states as tensors (so a state file loads with ``torch.load(weights_only=True)``) and a flag set by
-SIGTERM/SIGUSR1, the signals SLURM sends before a time limit or pre-emption."""
+SIGTERM/SIGUSR1, the signals SLURM sends before a time limit or pre-emption; and helper processes
+(DataLoader workers, process pools) that die with the job that started them."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
 import random
 import signal
+import sys
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -13,6 +19,31 @@ import torch
 # EX_TEMPFAIL: the job's state is saved; rerunning the same command continues the run (a SLURM
 # requeue or a Snakemake retry does exactly that).
 EXIT_RESUMABLE = 75
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this forked helper process die with ``parent``, the job that started it (Linux:
+    ``prctl(PR_SET_PDEATHSIG, SIGKILL)``), or exit now if ``parent`` is already gone.
+
+    torch's DataLoader workers watch their parent only from the end of their start-up on, taking
+    whoever is their parent then as the one to watch: a job killed with ``kill -9`` while its
+    workers start (a classifier starts new ones every epoch) left them polling forever, orphans
+    holding their memory (found by tests/faults/test_chaos_dag.py). A process pool's workers wait on
+    a pipe whose writing end they hold themselves, so they never see their parent die either."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(parent: int, worker_id: int) -> None:
+    die_with_parent(parent)
+
+
+def worker_init() -> Callable[[int], None]:
+    """A DataLoader ``worker_init_fn`` that makes every worker die with this process."""
+    return functools.partial(_init_worker, os.getpid())
 
 
 def rng_state() -> dict[str, torch.Tensor]:

@@ -42,6 +42,7 @@ from realfake.io import (
 )
 from realfake.models import resolve_device
 from realfake.recipes import ImageBytesDataset, SampleTable, concat_tables, real_table, scan_shards
+from realfake.resume import worker_init
 
 REPLICATION_THRESHOLD = 0.5
 PERCENTILES = (5, 25, 50, 75, 95, 99)
@@ -168,7 +169,12 @@ def describe_table(
     model: torch.nn.Module, table: SampleTable, transform, batch_size: int, device: str, workers: int
 ) -> torch.Tensor:
     """Descriptors of every image of a :class:`realfake.recipes.SampleTable` (real files or shard members)."""
-    loader = DataLoader(ImageBytesDataset(table, transform), batch_size=None, num_workers=workers)
+    loader = DataLoader(
+        ImageBytesDataset(table, transform),
+        batch_size=None,
+        num_workers=workers,
+        worker_init_fn=worker_init(),
+    )
     images = (image for image, _ in tqdm(loader, desc="sscd", total=len(table), leave=False))
     return compute_descriptors(model, images, batch_size, device)
 

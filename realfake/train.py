@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
+import os
 import signal
 import sys
 import time
@@ -65,18 +67,27 @@ from realfake.recipes import (
     real_table,
     scan_shards,
 )
-from realfake.resume import EXIT_RESUMABLE, StopFlag, rng_state, seed_everything, set_rng_state
+from realfake.resume import (
+    EXIT_RESUMABLE,
+    StopFlag,
+    die_with_parent,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from realfake.trainlog import LOG_FILE, TrainLog, keep_until
 
 RANK_SEED_STRIDE = 100_003  # rank r > 0 seeds its augmentation RNGs with seed + r * stride
 
 
-def init_worker(worker_id: int) -> None:
-    """Prepare a DataLoader worker. SLURM sends SIGTERM/SIGUSR1 to the whole process group: only the
-    main process reacts (:class:`StopFlag`: it saves the state at the next step and shuts the workers
-    down), so a worker ignores them; torch's own SIGTERM handler would kill it, and the run would crash
-    on the dead worker instead of exiting resumably. torch seeds ``random`` in workers but not numpy,
-    which RandAugment and Mixup use."""
+def init_worker(worker_id: int, *, parent: int) -> None:
+    """Prepare a DataLoader worker of the trainer ``parent``: it dies with it
+    (:func:`realfake.resume.die_with_parent`). SLURM sends SIGTERM/SIGUSR1 to the whole process
+    group: only the main process reacts (:class:`StopFlag`: it saves the state at the next step and
+    shuts the workers down), so a worker ignores them; torch's own SIGTERM handler would kill it, and
+    the run would crash on the dead worker instead of exiting resumably. torch seeds ``random`` in
+    workers but not numpy, which RandAugment and Mixup use."""
+    die_with_parent(parent)
     for sig in StopFlag.SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     np.random.seed(torch.initial_seed() % 2**32)
@@ -114,7 +125,7 @@ def epoch_loader(
         num_workers=workers,
         drop_last=True,  # as timm: Mixup needs even batches, and no tiny last batch skews BatchNorm
         pin_memory=torch.cuda.is_available(),
-        worker_init_fn=init_worker,
+        worker_init_fn=functools.partial(init_worker, parent=os.getpid()),
         generator=torch.Generator().manual_seed(epoch_seed + RANK_SEED_STRIDE * world.rank),
     )
     if replay == 0:

@@ -7,7 +7,10 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -349,6 +352,52 @@ def test_resume_mid_epoch_with_data_loader_workers_equals_uninterrupted_run(tiny
     straight = load_file(tiny["tmp"] / "straight" / "classifier.safetensors")
     resumed = load_file(tiny["tmp"] / "resumed" / "classifier.safetensors")
     assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+
+
+LATE_WORKERS = """
+import os, sys, time
+from pathlib import Path
+import torch
+from realfake import train
+
+started = train.init_worker
+
+def late_start(worker_id, **kwargs):  # the trainer gets killed while its workers start
+    Path(sys.argv[1], str(os.getpid())).touch()
+    time.sleep(3)
+    started(worker_id, **kwargs)
+
+train.init_worker = late_start
+loader = train.epoch_loader(list(range(8)), 2, 2, seed=0, epoch=0, skip_steps=0, workers=2)
+iterator = iter(loader)  # starts the workers
+time.sleep(600)
+"""
+
+
+def test_data_loader_workers_die_with_a_trainer_killed_while_they_start(tmp_path):
+    """torch's workers only watch a parent that was alive when they finished starting: without
+    ``realfake.resume.die_with_parent`` these two would poll forever as orphans."""
+    trainer = subprocess.Popen([sys.executable, "-c", LATE_WORKERS, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.iterdir())) < 2:
+            assert trainer.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        trainer.kill()
+        trainer.wait()
+    workers = [int(p.name) for p in tmp_path.iterdir()]
+
+    def alive(pid: int) -> bool:
+        try:  # a reaped or zombie process is not alive
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers)
 
 
 class SignalledInWorker(torch.utils.data.Dataset):
