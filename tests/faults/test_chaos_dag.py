@@ -5,19 +5,22 @@ compared, and why), with no temporary left and a provenance that verifies."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from .chaos import chaos_run, differences, leftovers
 
-pytestmark = [pytest.mark.chaos, pytest.mark.faults, pytest.mark.slow]
+pytestmark = [pytest.mark.chaos, pytest.mark.faults]
 
 SEED = 18
 
 
+@pytest.mark.slow
 def test_random_kills_across_the_tiny_dag_end_with_the_undisturbed_artifacts(tiny_run, seed_world, tmp_path):
     work = tmp_path / "work"
     seed_world(work)
@@ -35,3 +38,33 @@ def test_random_kills_across_the_tiny_dag_end_with_the_undisturbed_artifacts(tin
         cwd=work, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-3000:]
+
+
+def write_run(work: Path, *, shard: bytes, started: str, log_time: float) -> None:
+    """A two-artifact run: a shard with its record (whose input is a training log), and a log."""
+    (work / "results" / "logs").mkdir(parents=True)
+    (work / "results" / "logs" / "job.log").write_text(f"started {started}")
+    (work / "results" / "shard.tar").write_bytes(shard)
+    log = json.dumps({"step": 1, "loss": 0.5, "time": log_time})
+    (work / "results" / "train_log.jsonl").write_text(log + "\n")
+    record = {"artifact": "results/shard.tar", "started": started, "job": {"pid": int(log_time)},
+              "inputs": [{"path": "results/train_log.jsonl", "sha256": str(log_time)}],
+              "outputs": [{"path": "results/shard.tar", "sha256": shard.hex()}]}  # fmt: skip
+    (work / "results" / "shard.tar.prov.json").write_text(json.dumps(record))
+
+
+def test_the_comparison_ignores_only_times_and_pids(tmp_path):
+    reference, same, other = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    write_run(reference, shard=b"0123", started="2026-12-03T06:00:00", log_time=1.0)
+    write_run(same, shard=b"0123", started="2026-12-03T07:00:00", log_time=2.0)
+    write_run(other, shard=b"0124", started="2026-12-03T06:00:00", log_time=1.0)
+    (other / "results" / "extra.json").write_text("{}")
+    (other / "results" / ".shard.tar.tmp-vm-1-x").write_bytes(b"01")
+    assert differences(reference, same) == []
+    assert differences(reference, other) == [
+        "extra: results/.shard.tar.tmp-vm-1-x",
+        "extra: results/extra.json",
+        "differs: results/shard.tar",
+        "differs: results/shard.tar.prov.json",
+    ]
+    assert leftovers(other) == ["results/.shard.tar.tmp-vm-1-x"]
