@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def epoch_loader(
     skip_steps: int,
     workers: int,
     world: World = SINGLE,
-):
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Micro-batches of ``epoch`` in an order fixed by (seed, epoch), minus the first ``skip_steps``
     steps: this rank's ``per_process`` share of each global batch (realfake.distributed), in
     micro-batches of ``micro_batch`` (``per_process / micro_batch`` of them make one step).
@@ -113,7 +114,12 @@ def epoch_loader(
     it is dealt, so a resumed epoch equals an undisturbed one only if every worker is dealt the same
     micro-batches as before. This costs the data loading (not the training) of the skipped steps.
     Without workers the augmentations draw from the main process's RNG, restored with the state, and
-    the skipped samples are left out of the order."""
+    the skipped samples are left out of the order.
+
+    A generator: close it (``contextlib.closing``) to shut the workers down at once, on an error
+    too. They ignore SIGTERM (:func:`init_worker`), and a process exiting with workers still alive
+    would wait for them forever (multiprocessing ends daemonic children with SIGTERM, then joins
+    them): a training stopped by a corrupt image hung instead of failing."""
     epoch_seed = seed * 1_000_003 + epoch
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(epoch_seed))
     order = distributed.rank_order(order, per_process, world)
@@ -128,9 +134,12 @@ def epoch_loader(
         worker_init_fn=functools.partial(init_worker, parent=os.getpid()),
         generator=torch.Generator().manual_seed(epoch_seed + RANK_SEED_STRIDE * world.rank),
     )
-    if replay == 0:
-        return loader
-    return itertools.islice(loader, replay, None)
+    batches = iter(loader)  # starts the workers
+    try:
+        yield from itertools.islice(batches, replay, None)
+    finally:
+        if hasattr(batches, "_shutdown_workers"):
+            batches._shutdown_workers()
 
 
 @dataclass
@@ -283,24 +292,25 @@ def run_epochs(
         )  # fmt: skip
         lr, start, losses = trainer.optimizer.param_groups[0]["lr"], time.perf_counter(), []
         trainer.model.train()
-        progress = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", total=(steps_per_epoch - step) * per_rank,
-            leave=False, disable=not world.is_main,
-        )  # fmt: skip
-        pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for images, labels in progress:
-            pending.append((images, labels))
-            if len(pending) < per_rank:
-                continue
-            losses.append(trainer.step(pending))
-            pending = []
-            if log is not None:
-                done = epoch * steps_per_epoch + step + len(losses)
-                log.write({"step": done, "epoch": epoch + 1, "loss": losses[-1], "lr": lr})
-            stopping = distributed.any_rank(stop.raised, world)  # all ranks stop at the same step
-            if stopping and step + len(losses) < steps_per_epoch:
-                trainer.save(state_path, epoch, step + len(losses), fingerprint)
-                return False
+        with contextlib.closing(loader):  # the workers end with the epoch, also on an error
+            progress = tqdm(
+                loader, desc=f"epoch {epoch + 1}/{recipe.epochs}", total=(steps_per_epoch - step) * per_rank,
+                leave=False, disable=not world.is_main,
+            )  # fmt: skip
+            pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+            for images, labels in progress:
+                pending.append((images, labels))
+                if len(pending) < per_rank:
+                    continue
+                losses.append(trainer.step(pending))
+                pending = []
+                if log is not None:
+                    done = epoch * steps_per_epoch + step + len(losses)
+                    log.write({"step": done, "epoch": epoch + 1, "loss": losses[-1], "lr": lr})
+                stopping = distributed.any_rank(stop.raised, world)  # all ranks stop at the same step
+                if stopping and step + len(losses) < steps_per_epoch:
+                    trainer.save(state_path, epoch, step + len(losses), fingerprint)
+                    return False
         seconds = time.perf_counter() - start
         if world.is_main:
             speed = len(losses) * global_batch / seconds

@@ -5,6 +5,7 @@ fixture makes every model loader of the stages fail the test if it is reached.""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 import tarfile
 from pathlib import Path
@@ -368,6 +369,10 @@ def test_corrupt_jpeg_inside_a_shard_is_named_with_its_member(good_shard, tmp_pa
 
     argv = shard_training_argv([bad], tmp_path) + ["--workers", workers]
     argv += ["--model-args", json.dumps({"layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "stem_width": 8})]
+    before = set(multiprocessing.active_children())
     with pytest.raises(CorruptImageError, match=f"shard {bad}, member {bad_member.name}, cannot be decoded"):
         train.main(argv)
     assert not (tmp_path / "c").exists()
+    # the DataLoader workers are shut down with the error: they ignore SIGTERM, and a process
+    # still holding them at its exit would wait for them forever
+    assert set(multiprocessing.active_children()) <= before

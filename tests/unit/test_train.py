@@ -369,7 +369,7 @@ def late_start(worker_id, **kwargs):  # the trainer gets killed while its worker
 
 train.init_worker = late_start
 loader = train.epoch_loader(list(range(8)), 2, 2, seed=0, epoch=0, skip_steps=0, workers=2)
-iterator = iter(loader)  # starts the workers
+next(loader)  # starts the workers, then waits for their first batch
 time.sleep(600)
 """
 
